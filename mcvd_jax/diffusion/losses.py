@@ -1,0 +1,85 @@
+"""Training losses as pure functions: epsilon prediction (DDPM) and denoising score matching (SMLD).
+
+The network predicts the noise that was added: z = Sigma^{1/2} eps (z = eps for isotropic noise).
+Reduction as the reference: 0.5 * squared error (or |error| with l1) summed over every pixel,
+channel and frame of the current frames, then averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mcvd_jax.diffusion.noise import NoiseModel, isotropic
+from mcvd_jax.diffusion.schedules import Schedule
+
+# denoise_fn(params, x, labels, cond, dropout_key, cond_mask=None) -> predicted noise, x's shape;
+# dropout_key None means evaluation mode (see models.make_denoise_fn).
+DenoiseFn = Callable[..., jax.Array]
+
+
+class LossAux(NamedTuple):
+  """Per-sample values behind a loss: labels [B], loss_per_sample [B], the network input and output."""
+
+  labels: jax.Array
+  loss_per_sample: jax.Array
+  perturbed: jax.Array
+  prediction: jax.Array
+
+
+def per_sample_error(noise: jax.Array, prediction: jax.Array, l1: bool = False) -> jax.Array:
+  """[B, ...] x2 -> [B]: sum over all non-batch axes of 0.5 (z - pred)^2, or |z - pred| with l1."""
+  diff = (noise - prediction).astype(jnp.float32)
+  err = jnp.abs(diff) if l1 else 0.5 * jnp.square(diff)
+  return jnp.sum(err.reshape(err.shape[0], -1), axis=-1)
+
+
+def perturb_ddpm(x0: jax.Array, noise: jax.Array, labels: jax.Array, schedule: Schedule) -> jax.Array:
+  """x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) z, with alpha_bar = alphas[labels]; x0 [B, ...]."""
+  a = schedule.alphas[labels].reshape((-1,) + (1,) * (x0.ndim - 1))
+  return jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise
+
+
+def perturb_smld(x0: jax.Array, noise: jax.Array, labels: jax.Array, sigmas: jax.Array) -> jax.Array:
+  """x = x0 + sigma z, with sigma = sigmas[labels]."""
+  return x0 + sigmas[labels].reshape((-1,) + (1,) * (x0.ndim - 1)) * noise
+
+
+def make_loss_fn(denoise_fn: DenoiseFn, *, schedule: Schedule | None = None,
+                 sigmas: jax.Array | None = None, noise_model: NoiseModel | None = None,
+                 l1: bool = False, train: bool = True) -> Callable[..., tuple[jax.Array, LossAux]]:
+  """Builds `loss_fn(params, x0, cond, key, labels=None, noise=None, cond_mask=None)
+  -> (loss, LossAux)`.
+
+  Give `schedule` for the DDPM epsilon loss or `sigmas` for the SMLD denoising score matching loss.
+  x0: [B, H, W, T*C] clean current frames in [-1, 1]; cond: conditioning frames or None.
+  labels default to uniform draws over all levels, noise to `noise_model.sample`; passing them
+  fixes the draws (used to reproduce the reference exactly). `key` also feeds dropout when
+  `train`; with train=False the network runs in evaluation mode. cond_mask [B] in {0, 1} marks
+  samples whose past frames are present (only read by models with cond_emb).
+  """
+  if (schedule is None) == (sigmas is None):
+    raise ValueError("make_loss_fn needs exactly one of schedule (DDPM) or sigmas (SMLD)")
+  noise_model = noise_model or isotropic()
+  num_levels = schedule.num_steps if schedule is not None else int(sigmas.shape[0])
+
+  def loss_fn(params: Any, x0: jax.Array, cond: jax.Array | None, key: jax.Array,
+              labels: jax.Array | None = None, noise: jax.Array | None = None,
+              cond_mask: jax.Array | None = None):
+    label_key, noise_key, dropout_key = jax.random.split(key, 3)
+    if labels is None:
+      labels = jax.random.randint(label_key, (x0.shape[0],), 0, num_levels)
+    if noise is None:
+      noise = noise_model.sample(noise_key, x0.shape, x0.dtype)
+    if schedule is not None:
+      perturbed = perturb_ddpm(x0, noise, labels, schedule)
+    else:
+      perturbed = perturb_smld(x0, noise, labels, sigmas)
+    prediction = denoise_fn(params, perturbed, labels, cond, dropout_key if train else None,
+                            cond_mask=cond_mask)
+    per_sample = per_sample_error(noise, prediction, l1)
+    return jnp.mean(per_sample), LossAux(labels, per_sample, perturbed, prediction)
+
+  return loss_fn

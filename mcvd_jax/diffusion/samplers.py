@@ -1,0 +1,190 @@
+"""Samplers as `jax.lax.scan` loops: DDPM, DDIM (eta) and SMLD annealed Langevin dynamics.
+
+Built by `make_sampler`, which closes over the static choices and returns pure functions:
+  sampler.sample(params, x_init, cond, key) -> x      (or (x, trajectory))
+  sampler.step(params, x, i, cond, key)     -> x      (one loop step, for teacher-forced checks)
+
+The update rules follow the reference (its label 0 is the noisiest level; the loop visits
+range(0, N, N // S), noisiest first). Noise is drawn with `jax.random.fold_in(key, step)`, or taken
+from an explicit `noises` array to replay the reference's draws. With a non-isotropic noise model,
+fresh noise is Sigma^{1/2} eps and the network's output is the (correlated) noise estimate, so the
+DDPM/DDIM updates are unchanged and the Langevin step is preconditioned by Sigma.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mcvd_jax.diffusion.noise import NoiseModel, isotropic
+from mcvd_jax.diffusion.schedules import Schedule, subsampled_steps
+
+KINDS = ("ddpm", "ddim", "smld")
+
+
+class Sampler(NamedTuple):
+  sample: Callable[..., Any]
+  step: Callable[..., jax.Array]
+  labels: np.ndarray  # network labels visited by the loop, in order (denoise step excluded)
+  denoise_label: int | None  # label of the final denoising step, None when it is off
+
+
+def _full_labels(x: jax.Array, label) -> jax.Array:
+  return jnp.full((x.shape[0],), label, jnp.int32)
+
+
+def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
+                 schedule: Schedule | None = None, sigmas: jax.Array | None = None,
+                 noise_model: NoiseModel | None = None, subsample: int | None = None,
+                 eta: float = 0.0, clip_before: bool = True, denoise: bool = True,
+                 reference_denoise_label: bool = False, step_lr: float = 8e-6,
+                 n_steps_each: int = 1, return_trajectory: bool = False) -> Sampler:
+  """Builds a sampler around `denoise_fn(params, x, labels, cond, None, cond_mask=...)`.
+
+  kind: 'ddpm' | 'ddim' (need `schedule`) or 'smld' (needs `sigmas`).
+  subsample: number of loop steps S (labels range(0, N, N // S)); None visits every label.
+  eta: DDIM stochasticity (0 = deterministic, the reference's DDIM).
+  clip_before: clip the x0 estimate to [-1, 1] inside each DDPM/DDIM step.
+  denoise: a final step x <- x - sqrt(1 - a_last) eps(x) (DDPM/DDIM) or x - sigma_last eps(x).
+  reference_denoise_label: the reference labels that final step L-1 (the number of loop steps
+    minus one, e.g. 9 for S = 10: a very noisy level). Off, we use the level the loop ended at,
+    which is what the coefficient assumes. Keep it on to reproduce a converted checkpoint exactly.
+  step_lr, n_steps_each: SMLD Langevin step size (scaled by (sigma / sigma_last)^2) and steps per level.
+  """
+  if kind not in KINDS:
+    raise ValueError(f"sampling.kind={kind!r} is unknown; use one of {KINDS}")
+  noise_model = noise_model or isotropic()
+  if kind == "smld":
+    if sigmas is None:
+      raise ValueError("the SMLD sampler needs sigmas (diffusion.kind='smld')")
+    return _make_langevin(denoise_fn, sigmas, noise_model, subsample, denoise,
+                          reference_denoise_label, step_lr, n_steps_each, return_trajectory)
+  if schedule is None:
+    raise ValueError(f"the {kind.upper()} sampler needs a schedule (diffusion.kind='ddpm')")
+  if eta < 0:
+    raise ValueError(f"sampling.eta must be >= 0, got {eta}")
+
+  steps = subsampled_steps(schedule.num_steps, subsample)
+  a = schedule.alphas[steps]
+  a_prev = jnp.concatenate([a[1:], jnp.ones((1,), a.dtype)])
+  beta = 1.0 - a / a_prev
+  num_loop = len(steps)
+  denoise_label = (num_loop - 1 if reference_denoise_label else int(steps[-1])) if denoise else None
+  stochastic = kind == "ddpm" or eta > 0
+
+  def loop_step(params, x, i, cond, noise, cond_mask):
+    c_a, c_a_prev, c_beta = a[i], a_prev[i], beta[i]
+    eps = denoise_fn(params, x, _full_labels(x, jnp.asarray(steps)[i]), cond, None,
+                     cond_mask=cond_mask)
+    x0 = (1 / jnp.sqrt(c_a)) * (x - jnp.sqrt(1 - c_a) * eps)
+    if clip_before:
+      x0 = jnp.clip(x0, -1, 1)
+    if kind == "ddpm":
+      x = ((jnp.sqrt(c_a_prev) * c_beta / (1 - c_a)) * x0
+           + (jnp.sqrt(1 - c_beta) * (1 - c_a_prev) / (1 - c_a)) * x)
+      # Zero at the last step, where a_prev = 1: the reference draws no noise there.
+      return x + jnp.sqrt((1 - c_a_prev) / (1 - c_a) * c_beta) * noise
+    sigma = eta * jnp.sqrt((1 - c_a_prev) / (1 - c_a) * (1 - c_a / c_a_prev))
+    x = jnp.sqrt(c_a_prev) * x0 + jnp.sqrt(1 - c_a_prev - sigma**2) * eps
+    return x + sigma * noise if stochastic else x
+
+  def final_denoise(params, x, cond, cond_mask):
+    eps = denoise_fn(params, x, _full_labels(x, denoise_label), cond, None, cond_mask=cond_mask)
+    return x - jnp.sqrt(1 - a[-1]) * eps
+
+  def step_noise(x, i, key, noises):
+    if not stochastic:
+      return jnp.zeros_like(x)
+    if noises is not None:
+      # The reference draws L-1 noises (none at the last step, whose coefficient is zero).
+      return noises[jnp.minimum(i, noises.shape[0] - 1)].astype(x.dtype)
+    return noise_model.sample(jax.random.fold_in(key, i), x.shape, x.dtype)
+
+  def step(params, x, i, cond, key=None, noises=None, cond_mask=None):
+    """Loop step i (0 <= i < L) from state x; i == L is the final denoising step."""
+    if denoise and int(i) == num_loop:
+      return final_denoise(params, x, cond, cond_mask)
+    return loop_step(params, x, i, cond, step_noise(x, i, key, noises), cond_mask)
+
+  def sample(params, x_init, cond, key=None, noises=None, cond_mask=None):
+    """x_init: [B, H, W, T*C] initial noise; returns the sample (and the [L(+1), ...] trajectory
+    of states after each step when built with return_trajectory)."""
+    if stochastic and key is None and noises is None:
+      raise ValueError(f"the {kind.upper()} sampler draws noise: pass a key (or noises)")
+
+    def body(x, i):
+      x = loop_step(params, x, i, cond, step_noise(x, i, key, noises), cond_mask)
+      return x, (x if return_trajectory else None)
+
+    x, traj = jax.lax.scan(body, x_init, jnp.arange(num_loop))
+    if denoise:
+      x = final_denoise(params, x, cond, cond_mask)
+      if return_trajectory:
+        traj = jnp.concatenate([traj, x[None]], axis=0)
+    return (x, traj) if return_trajectory else x
+
+  return Sampler(sample, step, np.asarray(steps), denoise_label)
+
+
+def _make_langevin(denoise_fn, sigmas, noise_model, subsample, denoise, reference_denoise_label,
+                   step_lr, n_steps_each, return_trajectory) -> Sampler:
+  """Annealed Langevin dynamics: at each level sigma, n_steps_each updates
+  x <- x - (s / sigma) eps(x) + sqrt(2 s) Sigma^{1/2} z with s = step_lr (sigma / sigma_last)^2
+  (Sigma eps/sigma is -Sigma times the score: the preconditioned Langevin step)."""
+  if n_steps_each < 1:
+    raise ValueError(f"sampling.n_steps_each must be >= 1, got {n_steps_each}")
+  num_levels = int(sigmas.shape[0])
+  levels = subsampled_steps(num_levels, subsample)
+  sig = sigmas[levels]
+  sigma_last = sigmas[levels[-1]]
+  denoise_label = (len(levels) - 1 if reference_denoise_label else int(levels[-1])) if denoise else None
+
+  def level_step(params, x, i, cond, key, cond_mask):
+    sigma = sig[i]
+    step_size = step_lr * (sigma / sigma_last) ** 2
+    labels = _full_labels(x, jnp.asarray(levels)[i])
+
+    def inner(x, s):
+      eps = denoise_fn(params, x, labels, cond, None, cond_mask=cond_mask)
+      z = noise_model.sample(jax.random.fold_in(jax.random.fold_in(key, i), s), x.shape, x.dtype)
+      return x - step_size / sigma * eps + jnp.sqrt(2 * step_size) * z, None
+
+    return jax.lax.scan(inner, x, jnp.arange(n_steps_each))[0]
+
+  def final_denoise(params, x, cond, cond_mask):
+    eps = denoise_fn(params, x, _full_labels(x, denoise_label), cond, None, cond_mask=cond_mask)
+    return x - sigma_last * eps
+
+  def step(params, x, i, cond, key=None, noises=None, cond_mask=None):
+    del noises
+    if denoise and int(i) == len(levels):
+      return final_denoise(params, x, cond, cond_mask)
+    return level_step(params, x, i, cond, key, cond_mask)
+
+  def sample(params, x_init, cond, key=None, noises=None, cond_mask=None):
+    if key is None:
+      raise ValueError("the SMLD sampler draws noise: pass a key")
+    del noises
+
+    def body(x, i):
+      x = level_step(params, x, i, cond, key, cond_mask)
+      return x, (x if return_trajectory else None)
+
+    x, traj = jax.lax.scan(body, x_init, jnp.arange(len(levels)))
+    if denoise:
+      x = final_denoise(params, x, cond, cond_mask)
+      if return_trajectory:
+        traj = jnp.concatenate([traj, x[None]], axis=0)
+    return (x, traj) if return_trajectory else x
+
+  return Sampler(sample, step, np.asarray(levels), denoise_label)
+
+
+def initial_noise(key: jax.Array, shape: tuple[int, ...], *, kind: str,
+                  noise_model: NoiseModel | None = None, sigma_max: float = 1.0) -> jax.Array:
+  """The sampler's starting point: Sigma^{1/2} eps (DDPM/DDIM) or sigma_max Sigma^{1/2} eps (SMLD)."""
+  noise = (noise_model or isotropic()).sample(key, shape)
+  return noise * sigma_max if kind == "smld" else noise

@@ -1,0 +1,236 @@
+"""Building blocks of the NCSN++-style denoiser, channels-last ([B, H, W, C]).
+
+Every numerical detail follows the reference `unetmore` network so that converted checkpoints give
+the same outputs: GroupNorm group counts and eps values, the FIR [1, 3, 3, 1] resampling, the
+sinusoidal time embedding, DDPM-style (fan-average uniform) initialisers, and the 1/sqrt(2) skip
+rescaling.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mcvd_jax.models.config import num_groups, num_heads
+
+SKIP_SCALE = 1.0 / math.sqrt(2.0)
+
+
+def default_init(scale: float = 1.0) -> nn.initializers.Initializer:
+  """DDPM initialiser: variance scaling, fan average, uniform. A zero scale means 1e-10 (near zero)."""
+  return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
+
+
+def conv3x3(features: int, dtype: Any, init_scale: float = 1.0, name: str | None = None) -> nn.Conv:
+  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=default_init(init_scale),
+                 dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def conv1x1(features: int, dtype: Any, name: str | None = None) -> nn.Conv:
+  return nn.Conv(features, (1, 1), padding="VALID", kernel_init=default_init(),
+                 dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def dense(features: int, dtype: Any, init_scale: float = 1.0, name: str | None = None) -> nn.Dense:
+  return nn.Dense(features, kernel_init=default_init(init_scale), dtype=dtype,
+                  param_dtype=jnp.float32, name=name)
+
+
+def timestep_embedding(labels: jax.Array, dim: int, max_positions: int = 10000) -> jax.Array:
+  """Sinusoidal embedding of integer time labels.
+
+  labels: [B] (the raw network-facing label, reference convention); returns [B, dim] float32 laid
+  out as [sin | cos] over dim // 2 geometric frequencies from 1 to 1 / max_positions.
+  """
+  half = dim // 2
+  freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -(math.log(max_positions) / (half - 1)))
+  args = labels.astype(jnp.float32)[:, None] * freqs[None, :]
+  emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+def group_norm(x: jax.Array, groups: int, eps: float) -> jax.Array:
+  """Parameter-free GroupNorm over (H, W, C / groups); statistics in float32. x: [B, H, W, C]."""
+  b, h, w, c = x.shape
+  xg = x.astype(jnp.float32).reshape(b, h, w, groups, c // groups)
+  mean = jnp.mean(xg, axis=(1, 2, 4), keepdims=True)
+  # Two-pass variance, as torch computes it: E[x^2] - E[x]^2 loses digits for offset inputs.
+  var = jnp.mean(jnp.square(xg - mean), axis=(1, 2, 4), keepdims=True)
+  return ((xg - mean) * jax.lax.rsqrt(var + eps)).reshape(b, h, w, c)
+
+
+class GroupNorm(nn.Module):
+  """GroupNorm with the reference's group count and a learned per-channel scale and bias."""
+
+  eps: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    return (group_norm(x, num_groups(c), self.eps) * scale + bias).astype(x.dtype)
+
+
+def _fir_down_1d(x: jax.Array, axis: int) -> jax.Array:
+  # y[i] = (x[2i-1] + 3 x[2i] + 3 x[2i+1] + x[2i+2]) / 8 with zeros outside: the [1,3,3,1] FIR
+  # filter with one pixel of padding on each side, keeping every second output from index 0.
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  xp = jnp.pad(x, pad)
+  taps = [jax.lax.slice_in_dim(xp, start, start + n - 1, stride=2, axis=axis) for start in range(4)]
+  return (taps[0] + 3 * taps[1] + 3 * taps[2] + taps[3]) * 0.125
+
+
+def _fir_up_1d(x: jax.Array, axis: int) -> jax.Array:
+  # Zero-insertion upsampling filtered with 2 * [1,3,3,1] / 8, written as its two polyphase halves:
+  # y[2i] = (x[i-1] + 3 x[i]) / 4 and y[2i+1] = (3 x[i] + x[i+1]) / 4, zeros outside.
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  xp = jnp.pad(x, pad)
+  prev = jax.lax.slice_in_dim(xp, 0, n, axis=axis)
+  nxt = jax.lax.slice_in_dim(xp, 2, n + 2, axis=axis)
+  even = (prev + 3 * x) * 0.25
+  odd = (3 * x + nxt) * 0.25
+  out = jnp.stack([even, odd], axis=axis + 1)
+  shape = list(x.shape)
+  shape[axis] = 2 * n
+  return out.reshape(shape)
+
+
+def fir_downsample(x: jax.Array) -> jax.Array:
+  """[B, H, W, C] -> [B, H/2, W/2, C] with the separable FIR kernel outer([1,3,3,1]) / 64."""
+  return _fir_down_1d(_fir_down_1d(x, 1), 2)
+
+
+def fir_upsample(x: jax.Array) -> jax.Array:
+  """[B, H, W, C] -> [B, 2H, 2W, C] with the FIR kernel 4 * outer([1,3,3,1]) / 64."""
+  return _fir_up_1d(_fir_up_1d(x, 1), 2)
+
+
+def nearest_resize(x: jax.Array, height: int, width: int) -> jax.Array:
+  """Nearest-neighbour resize as torch's F.interpolate(mode='nearest'): src = floor(dst * in / out).
+
+  x: [B, H, W, C] -> [B, height, width, C].
+  """
+  in_h, in_w = x.shape[1], x.shape[2]
+  if (in_h, in_w) == (height, width):
+    return x
+  if in_h % height == 0 and in_w % width == 0:
+    return x[:, :: in_h // height, :: in_w // width]
+  rows = np.minimum(np.floor(np.arange(height) * (in_h / height)).astype(np.int32), in_h - 1)
+  cols = np.minimum(np.floor(np.arange(width) * (in_w / width)).astype(np.int32), in_w - 1)
+  return jnp.take(jnp.take(x, rows, axis=1), cols, axis=2)
+
+
+class Spade(nn.Module):
+  """SPATIN normalisation: GN(x) * (1 + gamma(cond)) + beta(cond), the conditioning frames resized
+  to the feature size and passed through conv -> SiLU -> two convs."""
+
+  hidden: int
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    normalized = group_norm(x, num_groups(c), 1e-6)
+    resized = nearest_resize(cond, x.shape[1], x.shape[2]).astype(self.dtype)
+    actv = nn.silu(conv3x3(self.hidden, self.dtype, name="shared")(resized))
+    gamma = conv3x3(c, self.dtype, name="gamma")(actv).astype(jnp.float32)
+    beta = conv3x3(c, self.dtype, name="beta")(actv).astype(jnp.float32)
+    return normalized * (1 + gamma) + beta
+
+
+class AdaNorm(nn.Module):
+  """Norm of a residual block: GroupNorm (eps 1e-5, no affine) or SPADE, modulated by the time
+  embedding as x * (1 + scale) + shift, then SiLU."""
+
+  spatin: bool
+  spade_dim: int
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array, temb: jax.Array, cond: jax.Array | None) -> jax.Array:
+    c = x.shape[-1]
+    if self.spatin:
+      h = Spade(self.spade_dim, self.dtype, name="spade")(x, cond)
+    else:
+      h = group_norm(x, num_groups(c), 1e-5)
+    emb = dense(2 * c, self.dtype, name="temb_proj")(nn.silu(temb)).astype(jnp.float32)
+    scale, shift = emb[:, None, None, :c], emb[:, None, None, c:]
+    return nn.silu(h * (1 + scale) + shift).astype(self.dtype)
+
+
+class OutNorm(nn.Module):
+  """The final norm before the output conv: affine GroupNorm (concat) or SPADE (SPATIN), then SiLU."""
+
+  spatin: bool
+  spade_dim: int
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array, cond: jax.Array | None) -> jax.Array:
+    if self.spatin:
+      h = Spade(self.spade_dim, self.dtype, name="spade")(x, cond)
+    else:
+      h = GroupNorm(1e-5, name="norm")(x)
+    return nn.silu(h).astype(self.dtype)
+
+
+class ResBlock(nn.Module):
+  """BigGAN-style residual block with time-conditioned (and optionally SPADE) norms.
+
+  x: [B, H, W, Cin] -> [B, H', W', out_ch] with H' = 2H (up), H/2 (down) or H.
+  """
+
+  out_ch: int | None = None
+  up: bool = False
+  down: bool = False
+  dropout: float = 0.0
+  spatin: bool = False
+  spade_dim: int = 128
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, temb, cond, train: bool):
+    in_ch = x.shape[-1]
+    out_ch = self.out_ch or in_ch
+    h = AdaNorm(self.spatin, self.spade_dim, self.dtype, name="norm_0")(x, temb, cond)
+    if self.up:
+      h, x = fir_upsample(h), fir_upsample(x)
+    elif self.down:
+      h, x = fir_downsample(h), fir_downsample(x)
+    h = conv3x3(out_ch, self.dtype, name="conv_0")(h)
+    h = AdaNorm(self.spatin, self.spade_dim, self.dtype, name="norm_1")(h, temb, cond)
+    h = nn.Dropout(self.dropout)(h, deterministic=not train)
+    h = conv3x3(out_ch, self.dtype, init_scale=0.0, name="conv_1")(h)
+    if in_ch != out_ch or self.up or self.down:
+      x = conv1x1(out_ch, self.dtype, name="shortcut")(x)
+    return ((x + h) * SKIP_SCALE).astype(self.dtype)
+
+
+class AttnBlock(nn.Module):
+  """Multi-head self-attention over all H*W positions; head h owns channels [h*Ch, (h+1)*Ch)."""
+
+  n_head_channels: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, height, width, c = x.shape
+    heads = num_heads(c, self.n_head_channels)
+    h = GroupNorm(1e-6, name="norm")(x)
+    q, k, v = (dense(c, self.dtype, init_scale=0.1, name=n)(h).reshape(b, height * width, heads, -1)
+               for n in ("q", "k", "v"))
+    out = jax.nn.dot_product_attention(q, k, v, scale=(c // heads) ** -0.5)
+    out = dense(c, self.dtype, init_scale=0.0, name="proj_out")(out.reshape(b, height, width, c))
+    return ((x + out) * SKIP_SCALE).astype(self.dtype)
