@@ -80,13 +80,13 @@ def _check_schedule(arrays: dict, schedule: Schedule) -> list[Comparison]:
   return out
 
 
-def check_forward(arrays, meta, denoise, params) -> list[Comparison]:
+def check_forward(arrays, denoise, params) -> list[Comparison]:
   cond = to_nhwc(arrays["cond"]) if "cond" in arrays and arrays["cond"].size else None
   out = jax.jit(denoise)(params, to_nhwc(arrays["x"]), jnp.asarray(arrays["labels"]), cond)
   return [compare("forward.out", to_nchw(out), arrays["out"])]
 
 
-def check_loss(arrays, meta, denoise, params, schedule) -> list[Comparison]:
+def check_loss(arrays, denoise, params, schedule) -> list[Comparison]:
   x0, z = to_nhwc(arrays["x0"]), to_nhwc(arrays["z"])
   cond = to_nhwc(arrays["cond"]) if arrays["cond"].size else None
   labels = jnp.asarray(arrays["labels_loss"])
@@ -105,49 +105,57 @@ def check_loss(arrays, meta, denoise, params, schedule) -> list[Comparison]:
   return results
 
 
-def _sampler_runs(arrays: dict, meta: dict) -> list[tuple[str, str, bool]]:
-  """(output array, kind, denoise) for every sampler output stored in the file."""
-  runs = []
+def _sampler_outputs(arrays: dict) -> dict[str, list[str]]:
+  """kind -> the stored outputs of that sampler, e.g. {'ddpm': ['ddpm_nodenoise', 'ddpm_out']}."""
+  runs: dict[str, list[str]] = {}
   for name in sorted(arrays):
-    if name.endswith("_traj") or not name.startswith(("ddim_", "ddpm_")) or name == "ddpm_noises":
-      continue
-    kind = name[:4]
-    runs.append((name, kind, "nodenoise" not in name))
+    if name.startswith(("ddim_", "ddpm_")) and not name.endswith(("_traj", "_noises")):
+      runs.setdefault(name[:4], []).append(name)
   return runs
 
 
 def check_sampler(arrays, meta, denoise, params, schedule) -> list[Comparison]:
+  """One run per sampler kind, with the final denoising step: the states before that step are
+  the denoise=False run (the reference's samplers agree on that prefix)."""
   subsample = int(meta.get("subsample", 0)) or None
   clip_before = bool(meta.get("clip_before", True))
   x_init = to_nhwc(arrays["xT"])
   cond = to_nhwc(arrays["cond"]) if arrays["cond"].size else None
   noises = to_nhwc(arrays["ddpm_noises"]) if "ddpm_noises" in arrays else None
   results = []
-  for name, kind, use_denoise in _sampler_runs(arrays, meta):
-    sampler = make_sampler(denoise, kind=kind, schedule=schedule, subsample=subsample,
-                           clip_before=clip_before, denoise=use_denoise,
-                           reference_denoise_label=True, return_trajectory=True)
+  for kind, names in _sampler_outputs(arrays).items():
     if kind == "ddpm" and noises is None:
-      raise ValueError(f"{name}: the file has no ddpm_noises, so DDPM cannot be replayed")
-    sample = jax.jit(sampler.sample)
-    final, traj = sample(params, x_init, cond, None, noises if kind == "ddpm" else None)
-    judged_end_to_end = kind == "ddpm"
-    results.append(compare(f"{name} (end to end)", to_nchw(final), arrays[name], judged_end_to_end))
-    traj_name = name + "_traj"
-    if traj_name in arrays:
-      ref_traj = to_nhwc(arrays[traj_name])
-      if kind == "ddpm":
-        results.append(compare(f"{traj_name} (end to end)", to_nchw(traj), arrays[traj_name]))
-      results.append(_teacher_forced(name, sampler, params, x_init, ref_traj, cond, noises))
+      raise ValueError("the file has no ddpm_noises, so its DDPM outputs cannot be replayed")
+    sampler = make_sampler(denoise, kind=kind, schedule=schedule, subsample=subsample,
+                           clip_before=clip_before, denoise=True, reference_denoise_label=True,
+                           return_trajectory=True)
+    kind_noises = noises if kind == "ddpm" else None
+    _, traj = jax.jit(sampler.sample)(params, x_init, cond, None, kind_noises)
+    num_loop = len(sampler.labels)
+    judged = kind == "ddpm"  # DDIM with random weights is chaotic end to end (see module doc)
+    for name in names:
+      ours = traj[:num_loop] if "nodenoise" in name else traj
+      results.append(compare(f"{name} (end to end)", to_nchw(ours[-1]), arrays[name], judged))
+      if name + "_traj" in arrays:
+        if judged:
+          results.append(compare(f"{name}_traj (end to end)", to_nchw(ours), arrays[name + "_traj"]))
+    longest = max((n + "_traj" for n in names if n + "_traj" in arrays),
+                  key=lambda n: arrays[n].shape[0], default=None)
+    if longest:
+      results.append(_teacher_forced(f"{kind} trajectory", sampler, params, x_init,
+                                     to_nhwc(arrays[longest]), cond, kind_noises))
   return results
 
 
 def _teacher_forced(name, sampler, params, x_init, ref_traj, cond, noises) -> Comparison:
   """Each step started from the reference's previous state: isolates one step's error."""
   starts = jnp.concatenate([x_init[None], ref_traj[:-1]], axis=0)
-  steps = [jax.jit(lambda p, x, c, n, i=i: sampler.step(p, x, i, c, None, n))
-           for i in range(ref_traj.shape[0])]
-  ours = jnp.stack([steps[i](params, starts[i], cond, noises) for i in range(ref_traj.shape[0])])
+  num_loop = len(sampler.labels)
+  loop_steps = jax.jit(jax.vmap(lambda x, i: sampler.step(params, x, i, cond, None, noises)))
+  ours = loop_steps(starts[:num_loop], jnp.arange(num_loop))
+  if ref_traj.shape[0] > num_loop:  # the final denoising step
+    last = jax.jit(lambda x: sampler.step(params, x, num_loop, cond))(starts[num_loop])
+    ours = jnp.concatenate([ours, last[None]], axis=0)
   return compare(f"{name} (teacher-forced per step)", to_nchw(ours), to_nchw(ref_traj))
 
 
@@ -162,9 +170,9 @@ def check_file(path: str, log: Callable[[str], None] = print) -> list[Comparison
   schedule = schedule_from_meta(meta)
   results = _check_schedule(arrays, schedule)
   if "out" in arrays and "x" in arrays:
-    results += check_forward(arrays, meta, denoise, params)
+    results += check_forward(arrays, denoise, params)
   if "labels_loss" in arrays:
-    results += check_loss(arrays, meta, denoise, params, schedule)
+    results += check_loss(arrays, denoise, params, schedule)
   if "xT" in arrays:
     results += check_sampler(arrays, meta, denoise, params, schedule)
   if len(results) == len(_check_schedule(arrays, schedule)):

@@ -1,0 +1,1 @@
+"""Pure diffusion maths: schedules, noise models, losses and samplers."""

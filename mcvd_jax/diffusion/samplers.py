@@ -104,8 +104,9 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
     return noise_model.sample(jax.random.fold_in(key, i), x.shape, x.dtype)
 
   def step(params, x, i, cond, key=None, noises=None, cond_mask=None):
-    """Loop step i (0 <= i < L) from state x; i == L is the final denoising step."""
-    if denoise and int(i) == num_loop:
+    """Loop step i (0 <= i < L, may be traced) from state x; the Python int L is the final
+    denoising step."""
+    if denoise and isinstance(i, int) and i == num_loop:
       return final_denoise(params, x, cond, cond_mask)
     return loop_step(params, x, i, cond, step_noise(x, i, key, noises), cond_mask)
 
@@ -160,7 +161,7 @@ def _make_langevin(denoise_fn, sigmas, noise_model, subsample, denoise, referenc
 
   def step(params, x, i, cond, key=None, noises=None, cond_mask=None):
     del noises
-    if denoise and int(i) == len(levels):
+    if denoise and isinstance(i, int) and i == len(levels):
       return final_denoise(params, x, cond, cond_mask)
     return level_step(params, x, i, cond, key, cond_mask)
 

@@ -1,0 +1,1 @@
+"""Video tasks: frame layout, masking of past/future blocks, block-autoregressive rollouts."""

@@ -1,0 +1,67 @@
+"""Builds the diffusion pieces (schedule or sigmas, noise model, loss, sampler) from config sections.
+
+Only this file reads ConfigDict-like objects; everything it builds is a plain function.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from mcvd_jax.diffusion.losses import make_loss_fn
+from mcvd_jax.diffusion.noise import NoiseModel, make_noise_model
+from mcvd_jax.diffusion.samplers import Sampler, make_sampler
+from mcvd_jax.diffusion.schedules import Schedule, make_schedule, smld_sigmas
+
+DIFFUSION_KINDS = ("ddpm", "smld")
+
+
+class Diffusion(NamedTuple):
+  """kind 'ddpm' carries a schedule, kind 'smld' its sigmas; both a noise model."""
+
+  kind: str
+  noise_model: NoiseModel
+  schedule: Schedule | None = None
+  sigmas: jax.Array | None = None
+
+
+def diffusion_from_config(section: Any) -> Diffusion:
+  """section: the config's `diffusion` (kind, schedule, num_steps, beta_start, beta_end, noise,
+  sigma_begin, sigma_end)."""
+  kind = section.kind
+  if kind not in DIFFUSION_KINDS:
+    raise ValueError(f"diffusion.kind={kind!r} is unknown; use one of {DIFFUSION_KINDS}")
+  noise = make_noise_model(section.noise)
+  if kind == "ddpm":
+    return Diffusion(kind, noise, schedule=make_schedule(section.schedule, section.num_steps,
+                                                         section.beta_start, section.beta_end))
+  return Diffusion(kind, noise, sigmas=smld_sigmas(section.sigma_begin, section.sigma_end,
+                                                   section.num_steps))
+
+
+def loss_from_config(denoise_fn: Callable, diffusion: Diffusion, l1: bool = False,
+                     train: bool = True) -> Callable:
+  return make_loss_fn(denoise_fn, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
+                      noise_model=diffusion.noise_model, l1=l1, train=train)
+
+
+def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any,
+                        return_trajectory: bool = False) -> Sampler:
+  """section: the config's `sampling` (kind, subsample, eta, clip_before, denoise,
+  reference_denoise_label, step_lr, n_steps_each)."""
+  kind = section.kind
+  if (kind == "smld") != (diffusion.kind == "smld"):
+    raise ValueError(f"sampling.kind={kind!r} does not fit diffusion.kind={diffusion.kind!r}: "
+                     f"use 'ddpm' or 'ddim' with ddpm, 'smld' with smld")
+  return make_sampler(denoise_fn, kind=kind, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
+                      noise_model=diffusion.noise_model, subsample=section.subsample or None,
+                      eta=section.eta, clip_before=section.clip_before, denoise=section.denoise,
+                      reference_denoise_label=section.reference_denoise_label,
+                      step_lr=section.step_lr, n_steps_each=section.n_steps_each,
+                      return_trajectory=return_trajectory)
+
+
+def initial_scale(diffusion: Diffusion) -> float:
+  """Scale of the sampler's starting noise: 1 for DDPM/DDIM, the largest sigma for SMLD."""
+  return 1.0 if diffusion.kind == "ddpm" else float(diffusion.sigmas[0])

@@ -1,0 +1,31 @@
+"""Test setup: 8 fake CPU devices (set before jax is imported) and the reference fixture folder."""
+
+import os
+import pathlib
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the configs/ package lives at the repository root
+  sys.path.insert(0, str(ROOT))
+
+FIXTURES = pathlib.Path(os.environ.get("MCVD_REFERENCE_FIXTURES",
+                                       ROOT.parent / "shared" / "fixtures" / "mcvd_reference"))
+
+
+def reference_files() -> list[pathlib.Path]:
+  """Every fixture-format .npz (with its .json) in the reference folder; empty when absent."""
+  if not FIXTURES.is_dir():
+    return []
+  return sorted(p for p in FIXTURES.glob("*.npz") if p.with_suffix(".json").exists())
+
+
+@pytest.fixture
+def fixture_dir() -> pathlib.Path:
+  if not FIXTURES.is_dir():
+    pytest.skip(f"reference fixtures not found at {FIXTURES} (set MCVD_REFERENCE_FIXTURES)")
+  return FIXTURES
