@@ -1,5 +1,6 @@
 """Test setup: 8 fake CPU devices (set before jax is imported) and the reference fixture folder."""
 
+import functools
 import os
 import pathlib
 import sys
@@ -29,3 +30,13 @@ def fixture_dir() -> pathlib.Path:
   if not FIXTURES.is_dir():
     pytest.skip(f"reference fixtures not found at {FIXTURES} (set MCVD_REFERENCE_FIXTURES)")
   return FIXTURES
+
+
+@functools.lru_cache(maxsize=None)
+def cached_init(cfg):
+  """init_params(cfg, key 0), computed once per config for the whole session (compiles are slow
+  on CPU). Callers must not modify the returned tree in place (JAX arrays cannot be)."""
+  import jax
+
+  from mcvd_jax.models import init_params
+  return init_params(cfg, jax.random.key(0))

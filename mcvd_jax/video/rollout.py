@@ -103,7 +103,8 @@ def make_rollout(sample_block: Callable, cfg: UNetConfig, noise_model: NoiseMode
         return (stack_frames(jnp.concatenate(parts, axis=1)) if parts else None), present
 
       def advance(context, block):
-        return jnp.concatenate([context, block], axis=1)[:, context.shape[1]:] if nc else context
+        # Keep the newest Nc frames of context + block.
+        return jnp.concatenate([context, block], axis=1)[:, t:] if nc else context
 
       blocks = run_blocks(params, key, b, num_blocks, make_cond, context, available0, advance)
       generated = jnp.moveaxis(blocks, 0, 1).reshape(frames_shape(b, num_blocks * t))[:, :num_frames]
