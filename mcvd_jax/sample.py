@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from mcvd_jax.compilation import jit
 from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
 from mcvd_jax.video.io import to_uint8, video_grid, write_gif
@@ -50,6 +51,9 @@ def moving_squares(key: jax.Array, batch: int, frames: int, size: int, channels:
 def sample_and_save(config, workdir: str, checkpoint: str | None = None) -> str:
   """Samples `config.sampling.batch_size` videos of the configured task and writes
   WORKDIR/samples_<task>.gif (plus the raw uint8 array as .npy). Returns the GIF path."""
+  task, batch = config.sampling.task, config.sampling.batch_size
+  if task not in TASKS:  # before any compilation
+    raise ValueError(f"sampling.task={task!r} is unknown; use one of {TASKS}")
   os.makedirs(workdir, exist_ok=True)
   if checkpoint:
     from mcvd_jax.convert.export import load_converted
@@ -62,9 +66,8 @@ def sample_and_save(config, workdir: str, checkpoint: str | None = None) -> str:
                     "output); pass --checkpoint=DIR with a converted checkpoint for real samples")
   diffusion = diffusion_from_config(config.diffusion)
   sampler = sampler_from_config(make_denoise_fn(cfg), diffusion, config.sampling)
-  rollout = jax.jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
+  rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                     static_argnames=("num_frames", "batch_size"))
-  task, batch = config.sampling.task, config.sampling.batch_size
   data_key, sample_key = jax.random.split(jax.random.key(config.seed + 1))
   past, future = conditioning_for_task(task, cfg, data_key, batch)
   num_frames = cfg.num_frames if task == "interpolation" else config.sampling.num_frames

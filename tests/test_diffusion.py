@@ -204,3 +204,16 @@ def test_sampler_traced_once_per_shape():
   for seed in range(3):  # same shape: the scan body and the final step trace once, in total
     sample(None, jax.random.normal(jax.random.key(seed), (2, 4, 4, 1)), None)
   chex.clear_trace_counter()
+
+
+def test_smld_loss_perturbs_with_sigma():
+  sigmas = smld_sigmas(1.0, 0.01, 10)
+  x0 = jnp.ones((2, 4, 4, 1))
+  z = jnp.full_like(x0, 0.5)
+  loss, aux = make_loss_fn(zero_denoiser, sigmas=sigmas)(None, x0, None, jax.random.key(0),
+                                                        labels=jnp.array([0, 9]), noise=z)
+  np.testing.assert_allclose(aux.perturbed[0], 1 + 1.0 * 0.5, rtol=1e-6)
+  np.testing.assert_allclose(aux.perturbed[1], 1 + 0.01 * 0.5, rtol=1e-5)
+  np.testing.assert_allclose(loss, 0.5 * 0.25 * 16, rtol=1e-6)
+  with pytest.raises(ValueError, match="exactly one"):
+    make_loss_fn(zero_denoiser)

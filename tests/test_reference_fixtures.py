@@ -101,3 +101,26 @@ def test_corrupt_reference_file(tmp_path, fixture_dir):
   with pytest.raises(FileNotFoundError, match="config"):
     (tmp_path / "present.pt").write_bytes(b"")
     load_reference(str(tmp_path / "present.pt"))
+
+
+def test_torch_checkpoint_conversion(fixture_dir, tmp_path):
+  """A checkpoint in the reference's format ([model, optimizer, epoch, step, EMA shadow] with
+  DataParallel prefixes, config.yml beside it) converts to the same network."""
+  torch = pytest.importorskip("torch", reason="the .pt path needs torch (optional dependency)")
+  yaml = pytest.importorskip("yaml")
+  arrays = np.load(fixture_dir / "concat_small.npz")
+  meta = json.loads((fixture_dir / "concat_small.json").read_text())
+  state = {"module." + k[len("param/"):]: torch.from_numpy(np.array(arrays[k]))
+           for k in arrays.files if k.startswith("param/")}
+  ema = {k: v.clone() for k, v in state.items() if not k.endswith(("betas", "alphas", "alphas_prev", "sigmas"))}
+  model_weights = {k: v * 0 for k, v in state.items()}  # tells the two apart
+  torch.save([model_weights, {}, 1, 100, ema], tmp_path / "checkpoint_100.pt")
+  (tmp_path / "config.yml").write_text(yaml.safe_dump(meta["config"]))
+  out = subprocess.run([sys.executable, "-m", "mcvd_jax.convert",
+                        f"--reference={tmp_path / 'checkpoint_100.pt'}", f"--out={tmp_path / 'ckpt'}"],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  cfg, params, _ = load_converted(str(tmp_path / "ckpt"))
+  got = jax.jit(make_denoise_fn(cfg))(params, check.to_nhwc(arrays["x"]), arrays["labels"],
+                                      check.to_nhwc(arrays["cond"]))
+  np.testing.assert_allclose(check.to_nchw(got), arrays["out"], rtol=0, atol=5e-5)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcvd_jax.compilation import jit
 from mcvd_jax.convert.reference import convert_state_dict, load_npz_case, weights_from_case
 from mcvd_jax.diffusion.losses import make_loss_fn
 from mcvd_jax.diffusion.samplers import make_sampler
@@ -82,7 +83,7 @@ def _check_schedule(arrays: dict, schedule: Schedule) -> list[Comparison]:
 
 def check_forward(arrays, denoise, params) -> list[Comparison]:
   cond = to_nhwc(arrays["cond"]) if "cond" in arrays and arrays["cond"].size else None
-  out = jax.jit(denoise)(params, to_nhwc(arrays["x"]), jnp.asarray(arrays["labels"]), cond)
+  out = jit(denoise)(params, to_nhwc(arrays["x"]), jnp.asarray(arrays["labels"]), cond)
   return [compare("forward.out", to_nchw(out), arrays["out"])]
 
 
@@ -94,7 +95,7 @@ def check_loss(arrays, denoise, params, schedule) -> list[Comparison]:
   for l1, key in ((False, "loss"), (True, "loss_L1")):
     if key not in arrays:
       continue
-    loss_fn = jax.jit(make_loss_fn(denoise, schedule=schedule, l1=l1, train=False))
+    loss_fn = jit(make_loss_fn(denoise, schedule=schedule, l1=l1, train=False))
     loss, aux = loss_fn(params, x0, cond, jax.random.key(0), labels=labels, noise=z)
     results.append(compare(f"loss.{key}", loss, arrays[key]))
     if not l1:
@@ -130,7 +131,7 @@ def check_sampler(arrays, meta, denoise, params, schedule) -> list[Comparison]:
                            clip_before=clip_before, denoise=True, reference_denoise_label=True,
                            return_trajectory=True)
     kind_noises = noises if kind == "ddpm" else None
-    _, traj = jax.jit(sampler.sample)(params, x_init, cond, None, kind_noises)
+    _, traj = jit(sampler.sample)(params, x_init, cond, None, kind_noises)
     num_loop = len(sampler.labels)
     judged = kind == "ddpm"  # DDIM with random weights is chaotic end to end (see module doc)
     for name in names:
@@ -151,10 +152,10 @@ def _teacher_forced(name, sampler, params, x_init, ref_traj, cond, noises) -> Co
   """Each step started from the reference's previous state: isolates one step's error."""
   starts = jnp.concatenate([x_init[None], ref_traj[:-1]], axis=0)
   num_loop = len(sampler.labels)
-  loop_steps = jax.jit(jax.vmap(lambda x, i: sampler.step(params, x, i, cond, None, noises)))
+  loop_steps = jit(jax.vmap(lambda x, i: sampler.step(params, x, i, cond, None, noises)))
   ours = loop_steps(starts[:num_loop], jnp.arange(num_loop))
   if ref_traj.shape[0] > num_loop:  # the final denoising step
-    last = jax.jit(lambda x: sampler.step(params, x, num_loop, cond))(starts[num_loop])
+    last = jit(lambda x: sampler.step(params, x, num_loop, cond))(starts[num_loop])
     ours = jnp.concatenate([ours, last[None]], axis=0)
   return compare(f"{name} (teacher-forced per step)", to_nchw(ours), to_nchw(ref_traj))
 

@@ -26,22 +26,17 @@ def read_reference_yaml(path: str) -> dict:
     raise FileNotFoundError(
         f"{path}: the reference config is missing; the reference writes config.yml into the run's "
         f"log folder beside its checkpoints: pass it with --reference_config")
+  class ConfigLoader(yaml.SafeLoader):
+    """Safe loading, but a dumped argparse.Namespace (older reference runs) reads as a mapping."""
+
+  ConfigLoader.add_multi_constructor(
+      "tag:yaml.org,2002:python/object",
+      lambda loader, suffix, node: loader.construct_mapping(node, deep=True))
   with open(path) as f:
-    # The reference dumps an argparse.Namespace tree; unsafe_load rebuilds it, so read it as
-    # plain mappings instead.
-    loader = yaml.SafeLoader
-    loader.add_multi_constructor("tag:yaml.org,2002:python/object", _namespace_as_dict)
-    return _as_dict(yaml.load(f, Loader=loader))
-
-
-def _namespace_as_dict(loader, suffix, node):
-  return loader.construct_mapping(node, deep=True) if hasattr(node, "value") else {}
-
-
-def _as_dict(tree: Any) -> Any:
-  if isinstance(tree, dict):
-    return {k: _as_dict(v) for k, v in tree.items()}
-  return tree
+    config = yaml.load(f, Loader=ConfigLoader)
+  if not isinstance(config, dict) or "data" not in config or "model" not in config:
+    raise ConversionError(f"{path} is not a reference config (it needs data and model sections)")
+  return config
 
 
 def load_reference(path: str, config_path: str | None = None, use_ema: bool = True

@@ -36,6 +36,22 @@ def _full_labels(x: jax.Array, label) -> jax.Array:
   return jnp.full((x.shape[0],), label, jnp.int32)
 
 
+def _scan_loop(update, finish, x_init, num_steps, return_trajectory):
+  """x <- update(x, i) for i in [0, num_steps) as one scan, then x <- finish(x) unless finish is
+  None. Returns x, or (x, the [num_steps (+1), ...] states after each step)."""
+
+  def body(x, i):
+    x = update(x, i)
+    return x, (x if return_trajectory else None)
+
+  x, traj = jax.lax.scan(body, x_init, jnp.arange(num_steps))
+  if finish is not None:
+    x = finish(x)
+    if return_trajectory:
+      traj = jnp.concatenate([traj, x[None]], axis=0)
+  return (x, traj) if return_trajectory else x
+
+
 def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
                  schedule: Schedule | None = None, sigmas: jax.Array | None = None,
                  noise_model: NoiseModel | None = None, subsample: int | None = None,
@@ -116,16 +132,10 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
     if stochastic and key is None and noises is None:
       raise ValueError(f"the {kind.upper()} sampler draws noise: pass a key (or noises)")
 
-    def body(x, i):
-      x = loop_step(params, x, i, cond, step_noise(x, i, key, noises), cond_mask)
-      return x, (x if return_trajectory else None)
-
-    x, traj = jax.lax.scan(body, x_init, jnp.arange(num_loop))
-    if denoise:
-      x = final_denoise(params, x, cond, cond_mask)
-      if return_trajectory:
-        traj = jnp.concatenate([traj, x[None]], axis=0)
-    return (x, traj) if return_trajectory else x
+    return _scan_loop(
+        lambda x, i: loop_step(params, x, i, cond, step_noise(x, i, key, noises), cond_mask),
+        (lambda x: final_denoise(params, x, cond, cond_mask)) if denoise else None,
+        x_init, num_loop, return_trajectory)
 
   return Sampler(sample, step, np.asarray(steps), denoise_label)
 
@@ -170,22 +180,10 @@ def _make_langevin(denoise_fn, sigmas, noise_model, subsample, denoise, referenc
       raise ValueError("the SMLD sampler draws noise: pass a key")
     del noises
 
-    def body(x, i):
-      x = level_step(params, x, i, cond, key, cond_mask)
-      return x, (x if return_trajectory else None)
-
-    x, traj = jax.lax.scan(body, x_init, jnp.arange(len(levels)))
-    if denoise:
-      x = final_denoise(params, x, cond, cond_mask)
-      if return_trajectory:
-        traj = jnp.concatenate([traj, x[None]], axis=0)
-    return (x, traj) if return_trajectory else x
+    return _scan_loop(
+        lambda x, i: level_step(params, x, i, cond, key, cond_mask),
+        (lambda x: final_denoise(params, x, cond, cond_mask)) if denoise else None,
+        x_init, len(levels), return_trajectory)
 
   return Sampler(sample, step, np.asarray(levels), denoise_label)
 
-
-def initial_noise(key: jax.Array, shape: tuple[int, ...], *, kind: str,
-                  noise_model: NoiseModel | None = None, sigma_max: float = 1.0) -> jax.Array:
-  """The sampler's starting point: Sigma^{1/2} eps (DDPM/DDIM) or sigma_max Sigma^{1/2} eps (SMLD)."""
-  noise = (noise_model or isotropic()).sample(key, shape)
-  return noise * sigma_max if kind == "smld" else noise

@@ -1,0 +1,122 @@
+"""Benchmarks on whatever devices are present; prints one JSON object.
+
+  python -m mcvd_jax.bench                         # forward + DDPM-100 sampler, smmnist and small
+  python -m mcvd_jax.bench --models=smmnist --parts=forward --repeats=10
+
+For each named model size: the jitted forward pass and a full DDPM sampler call (median seconds
+over repeats after a warm-up call, frames/s, and GFLOP/s from XLA's cost analysis of the compiled
+program). Parameters are random: speed does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+from absl import app, flags
+
+flags.DEFINE_list("models", ["smmnist", "small"], "Named model sizes to time.")
+flags.DEFINE_list("parts", ["forward", "sampler"], "What to time: forward, sampler.")
+flags.DEFINE_integer("batch", 8, "Batch size.")
+flags.DEFINE_integer("repeats", 5, "Timed repeats (after one warm-up call).")
+flags.DEFINE_integer("sampler_steps", 100, "DDPM steps of the sampler call.")
+flags.DEFINE_integer("sampler_repeats", 1, "Timed repeats of the sampler call.")
+flags.DEFINE_string("dtype", "float32", "Compute dtype (float32 or bfloat16).")
+FLAGS = flags.FLAGS
+
+# The paper's SMMNIST network and a small one for quick checks.
+MODEL_SIZES = {
+    "smmnist": dict(image_size=64, channels=1, num_frames=5, num_frames_cond=5, ngf=64,
+                    ch_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(8, 16, 32),
+                    n_head_channels=64),
+    "small": dict(image_size=32, channels=1, num_frames=3, num_frames_cond=2, ngf=32,
+                  ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8, 16), n_head_channels=32),
+}
+
+
+def _timed(fn, repeats):
+  import jax
+  jax.block_until_ready(fn())  # warm-up (compilation happened before)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), times
+
+
+def _gflops(compiled, seconds):
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0))
+  except Exception:  # some backends do not report costs
+    return None, None
+  return flops / 1e9, (flops / 1e9 / seconds if seconds and flops else None)
+
+
+def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
+                sampler_repeats: int, dtype: str) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from mcvd_jax.compilation import jit
+  from mcvd_jax.diffusion.samplers import make_sampler
+  from mcvd_jax.diffusion.schedules import linear_schedule
+  from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
+  if name not in MODEL_SIZES:
+    raise app.UsageError(f"unknown model size {name!r}; choose from {sorted(MODEL_SIZES)}")
+  cfg = UNetConfig(**MODEL_SIZES[name], dtype=dtype)
+  params = init_params(cfg, jax.random.key(0))
+  n_params = sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+  keys = jax.random.split(jax.random.key(1), 3)
+  x = jax.random.normal(keys[0], (batch, cfg.image_size, cfg.image_size, cfg.num_frames * cfg.channels))
+  cond = jax.random.uniform(keys[1], (batch, cfg.image_size, cfg.image_size,
+                                      cfg.cond_frames * cfg.channels), minval=-1, maxval=1)
+  labels = jnp.full((batch,), 500, jnp.int32)
+  denoise = make_denoise_fn(cfg)
+  result = {"model": name, "batch": batch, "dtype": dtype, "parameters": n_params,
+            "frames_per_call": batch * cfg.num_frames}
+  start = time.perf_counter()
+  forward = jit(denoise).lower(params, x, labels, cond).compile()
+  forward_compile_s = time.perf_counter() - start
+  forward_gflop, _ = _gflops(forward, None)
+  if "forward" in parts:
+    median, times = _timed(lambda: forward(params, x, labels, cond), repeats)
+    gflop, rate = _gflops(forward, median)
+    compile_s = forward_compile_s
+    result["forward"] = {"seconds_median": median, "seconds_all": times, "compile_seconds": compile_s,
+                         "frames_per_second": batch * cfg.num_frames / median,
+                         "gflop_per_call": gflop, "gflop_per_second": rate}
+  if "sampler" in parts:
+    sampler = make_sampler(denoise, kind="ddpm", schedule=linear_schedule(), subsample=sampler_steps)
+    start = time.perf_counter()
+    compiled = jit(sampler.sample).lower(params, x, cond, keys[2]).compile()
+    compile_s = time.perf_counter() - start
+    median, times = _timed(lambda: compiled(params, x, cond, keys[2]), sampler_repeats)
+    # XLA's cost analysis counts a scan body once: count the network calls instead.
+    network_calls = len(sampler.labels) + 1
+    gflop = forward_gflop * network_calls if forward_gflop else None
+    rate = gflop / median if gflop else None
+    result["sampler"] = {"kind": "ddpm", "steps": network_calls, "seconds_median": median,
+                         "seconds_all": times, "compile_seconds": compile_s,
+                         "frames_per_second": batch * cfg.num_frames / median,
+                         "gflop_per_call": gflop, "gflop_per_second": rate}
+  return result
+
+
+def main(argv):
+  del argv
+  import jax
+  from mcvd_jax.compilation import compiler_options
+  report = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+            "jax": jax.__version__, "compiler_options": dict(compiler_options()), "results": []}
+  for name in FLAGS.models:
+    report["results"].append(bench_model(name, FLAGS.batch, FLAGS.parts, FLAGS.repeats,
+                                         FLAGS.sampler_steps, FLAGS.sampler_repeats, FLAGS.dtype))
+  print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
