@@ -9,6 +9,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -55,16 +56,19 @@ def sample_and_save(config, workdir: str, checkpoint: str | None = None) -> str:
   if task not in TASKS:  # before any compilation
     raise ValueError(f"sampling.task={task!r} is unknown; use one of {TASKS}")
   os.makedirs(workdir, exist_ok=True)
+  diffusion_section = config.diffusion
   if checkpoint:
-    from mcvd_jax.convert.export import load_converted
-    cfg, params, _ = load_converted(checkpoint)
-    logging.info("loaded converted checkpoint %s", checkpoint)
+    from mcvd_jax.convert.export import diffusion_overrides, load_converted
+    cfg, params, schedule_fields = load_converted(checkpoint)
+    diffusion_section = ml_collections.ConfigDict(config.diffusion.to_dict())
+    diffusion_section.update(diffusion_overrides(schedule_fields))
+    logging.info("loaded converted checkpoint %s (diffusion: %s)", checkpoint, diffusion_section)
   else:
     cfg = UNetConfig.from_mapping(config.model)
     params = init_params(cfg, jax.random.key(config.seed))
     logging.warning("no checkpoint given: sampling from a RANDOMLY INITIALISED network (noise-like "
                     "output); pass --checkpoint=DIR with a converted checkpoint for real samples")
-  diffusion = diffusion_from_config(config.diffusion)
+  diffusion = diffusion_from_config(diffusion_section)
   sampler = sampler_from_config(make_denoise_fn(cfg), diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                     static_argnames=("num_frames", "batch_size"))

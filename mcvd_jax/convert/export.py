@@ -59,6 +59,14 @@ def load_reference(path: str, config_path: str | None = None, use_ema: bool = Tr
   return cfg, convert_state_dict(state, cfg), schedule_fields
 
 
+def diffusion_overrides(schedule_fields: dict) -> dict:
+  """Our `diffusion` config fields implied by a reference run's schedule fields, so that sampling a
+  converted checkpoint uses the schedule it was trained with."""
+  renames = {"sigma_dist": "schedule", "sigma_begin": "beta_start", "sigma_end": "beta_end",
+             "num_classes": "num_steps"}
+  return {ours: schedule_fields[theirs] for theirs, ours in renames.items() if theirs in schedule_fields}
+
+
 def save_converted(out_dir: str, cfg: UNetConfig, params: dict, schedule_fields: dict) -> str:
   """Writes DIR/params (Orbax) and DIR/model_config.json; returns the params path."""
   import orbax.checkpoint as ocp
