@@ -1,0 +1,97 @@
+"""Reading sets of videos for evaluation: .npy / .npz arrays or a folder of GIF / MP4 files.
+
+Every reader returns uint8 [N, T, H, W, C] with C in {1, 3}, or raises an error that names the
+file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, ImageSequence
+
+VIDEO_SUFFIXES = (".gif", ".mp4", ".avi", ".webm")
+
+
+def _as_uint8_videos(array: np.ndarray, source: str) -> np.ndarray:
+  if array.ndim == 4:  # [N, T, H, W] grey videos
+    array = array[..., None]
+  if array.ndim != 5 or array.shape[-1] not in (1, 3):
+    raise ValueError(f"{source}: expected videos [N, T, H, W, C] with C = 1 or 3, got shape "
+                     f"{array.shape}")
+  if array.dtype == np.uint8:
+    return array
+  if np.issubdtype(array.dtype, np.floating):
+    if not np.all(np.isfinite(array)):
+      raise ValueError(f"{source}: contains NaN or infinite values")
+    lo, hi = float(array.min()), float(array.max())
+    if lo < 0.0 or hi > 1.0:
+      raise ValueError(f"{source}: float videos must be in [0, 1], found values in [{lo:.3g}, "
+                       f"{hi:.3g}]; save uint8 [0, 255] frames or rescale")
+    return np.round(array * 255.0).astype(np.uint8)
+  raise ValueError(f"{source}: unsupported dtype {array.dtype}; use uint8 [0, 255] or float [0, 1]")
+
+
+def _read_array_file(path: str) -> np.ndarray:
+  try:
+    if path.endswith(".npz"):
+      with np.load(path) as data:
+        key = "videos" if "videos" in data.files else (data.files[0] if data.files else None)
+        array = data[key] if key else None
+    else:
+      array = np.load(path, allow_pickle=False)
+  except Exception as e:  # truncated or foreign files raise many kinds of errors
+    raise ValueError(f"{path}: cannot read it as a NumPy file ({e})") from e
+  if array is None:
+    raise ValueError(f"{path}: the .npz file holds no arrays")
+  return array
+
+
+def _read_video_file(path: str) -> np.ndarray:
+  """One video file -> uint8 [T, H, W, 3 or 1]."""
+  try:
+    if path.lower().endswith(".gif"):
+      with Image.open(path) as image:
+        frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+    else:
+      import imageio.v3 as iio  # MP4 and friends need imageio with its ffmpeg plugin
+      frames = list(iio.imread(path, index=None))
+  except ImportError as e:
+    raise ImportError(f"{path}: reading {os.path.splitext(path)[1]} files needs imageio and "
+                      f"imageio-ffmpeg (pip install imageio imageio-ffmpeg)") from e
+  except Exception as e:
+    raise ValueError(f"{path}: cannot decode this video ({e})") from e
+  video = np.stack(frames).astype(np.uint8)
+  if video.ndim == 3:
+    video = video[..., None]
+  if video.shape[-1] == 3 and np.array_equal(video[..., 0], video[..., 1]) and np.array_equal(
+      video[..., 0], video[..., 2]):
+    video = video[..., :1]  # grey videos saved as RGB
+  return video
+
+
+def _read_folder(path: str) -> np.ndarray:
+  files = sorted(f for f in os.listdir(path) if f.lower().endswith(VIDEO_SUFFIXES))
+  if not files:
+    raise ValueError(f"{path}: no video files ({', '.join(VIDEO_SUFFIXES)}) in this folder")
+  videos = [_read_video_file(os.path.join(path, f)) for f in files]
+  shapes = {v.shape for v in videos}
+  if len(shapes) > 1:
+    raise ValueError(f"{path}: the videos differ in shape ({sorted(shapes)[:3]}...); they must "
+                     f"all have the same number of frames and size")
+  return np.stack(videos)
+
+
+def load_videos(path: str) -> np.ndarray:
+  """A .npy/.npz file of videos ([N, T, H, W(, C)], uint8 or float in [0, 1]) or a folder of
+  video files -> uint8 [N, T, H, W, C]."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such file or folder")
+  if os.path.isdir(path):
+    return _as_uint8_videos(_read_folder(path), path)
+  if path.endswith((".npy", ".npz")):
+    return _as_uint8_videos(_read_array_file(path), path)
+  if path.lower().endswith(VIDEO_SUFFIXES):
+    return _as_uint8_videos(_read_video_file(path)[None], path)
+  raise ValueError(f"{path}: unknown format; use .npy, .npz or a folder of GIF/MP4 files")

@@ -1,0 +1,107 @@
+"""Scoring two sets of videos: best-of-N wiring, FVD by sample index, the readers and the CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from mcvd_jax.metrics import evaluation
+from mcvd_jax.metrics.video_files import load_videos
+
+
+def video_sets(n=3, s=2, t=5, size=16, seed=0):
+  rng = np.random.default_rng(seed)
+  real = rng.integers(0, 256, size=(n, t, size, size, 1), dtype=np.uint8)
+  fake = np.repeat(real[:, None], s, axis=1).astype(np.int32)
+  fake[:, 0, 2:] += rng.integers(-40, 40, size=fake[:, 0, 2:].shape)  # sample 0: strong noise
+  fake[:, 1, 2:] += rng.integers(-5, 5, size=fake[:, 1, 2:].shape)    # sample 1: weak noise
+  return real, np.clip(fake, 0, 255).astype(np.uint8)
+
+
+def test_best_of_samples_picks_the_better_sample():
+  real, fake = video_sets()
+  report = evaluation.evaluate_video_sets(real, fake, cond_frames=2, metrics=("mse", "psnr", "ssim"))
+  assert report["num_videos"] == 3 and report["samples_per_video"] == 2
+  r = real[:, 2:].astype(np.float64) / 255
+  mse = [np.mean([np.mean((r[i, t] - fake[i, s, 2 + t] / 255) ** 2) for t in range(3)])
+         for i in range(3) for s in range(2)]
+  mse = np.array(mse).reshape(3, 2)
+  assert np.all(mse[:, 1] < mse[:, 0])
+  np.testing.assert_allclose(report["mse"]["best_of_samples"]["mean"], mse[:, 1].mean(), rtol=1e-5)
+  np.testing.assert_allclose(report["psnr"]["best_of_samples"]["mean"],
+                             np.mean(10 * np.log10(1 / mse[:, 1])), rtol=1e-5)
+  np.testing.assert_allclose(report["mse"]["mean_over_samples"], mse.mean(), rtol=1e-5)
+  assert report["ssim"]["best_of_samples"]["mean"] > report["ssim"]["mean_over_samples"]
+  assert "fvd" not in report and "| PSNR | SSIM | MSE |" in evaluation.markdown_table(report)
+
+
+def test_fvd_is_computed_per_sample_index(monkeypatch):
+  from mcvd_jax.metrics import fvd
+  # A stand-in feature extractor (the real I3D is tested in test_fvd.py): mean and spread of
+  # every frame, enough to tell the two samples apart.
+  monkeypatch.setattr(fvd, "i3d_features", lambda params, v, bs=8: np.concatenate(
+      [v.mean(axis=(2, 3, 4)), v.std(axis=(2, 3, 4))], axis=1).astype(np.float64))
+  real, fake = video_sets(n=6)
+  report = evaluation.evaluate_video_sets(real, fake, metrics=("fvd",), i3d_params={})
+  feats = lambda v: fvd.i3d_features(None, v)  # noqa: E731
+  per_sample = [fvd.frechet_distance(feats(fake[:, s]), feats(real)) for s in range(2)]
+  np.testing.assert_allclose(report["fvd"]["mean"], np.mean(per_sample), rtol=1e-6)
+  pooled = fvd.frechet_distance(feats(np.concatenate([fake[:, 0], fake[:, 1]])), feats(real))
+  np.testing.assert_allclose(report["fvd"]["pooled"], pooled, rtol=1e-6)
+
+
+def test_evaluation_input_errors():
+  real, fake = video_sets()
+  with pytest.raises(ValueError, match="leave at least one"):
+    evaluation.evaluate_video_sets(real, fake, cond_frames=5, metrics=("mse",))
+  with pytest.raises(ValueError, match="matching"):
+    evaluation.evaluate_video_sets(real, fake[:2], metrics=("mse",))
+  with pytest.raises(ValueError, match="unknown metrics"):
+    evaluation.evaluate_video_sets(real, fake, metrics=("bleu",))
+  with pytest.raises(ValueError, match="at least 2 real videos"):
+    evaluation.evaluate_video_sets(real[:1], fake[:1], metrics=("fvd",), i3d_params={})
+
+
+def test_load_videos_formats_and_errors(tmp_path):
+  real, _ = video_sets()
+  np.save(tmp_path / "v.npy", real)
+  np.testing.assert_array_equal(load_videos(str(tmp_path / "v.npy")), real)
+  np.savez(tmp_path / "v.npz", videos=real.astype(np.float32) / 255)
+  np.testing.assert_array_equal(load_videos(str(tmp_path / "v.npz")), real)
+  folder = tmp_path / "gifs"
+  folder.mkdir()
+  for i, video in enumerate(real):
+    frames = [Image.fromarray(f[..., 0]) for f in video]
+    frames[0].save(folder / f"{i}.gif", save_all=True, append_images=frames[1:], duration=100)
+  np.testing.assert_array_equal(load_videos(str(folder)), real)
+  np.save(tmp_path / "bad.npy", real.astype(np.float32))  # 0..255 floats: out of range
+  with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    load_videos(str(tmp_path / "bad.npy"))
+  (tmp_path / "broken.npy").write_bytes(b"\x93NUMPY garbage")
+  with pytest.raises(ValueError, match="broken.npy"):
+    load_videos(str(tmp_path / "broken.npy"))
+  with pytest.raises(FileNotFoundError, match="missing"):
+    load_videos(str(tmp_path / "missing.npy"))
+
+
+def test_evaluate_cli(tmp_path):
+  real, fake = video_sets()
+  np.save(tmp_path / "real.npy", real)
+  np.save(tmp_path / "fake.npy", fake.reshape(6, *fake.shape[2:]))  # samples of a video adjacent
+  out = tmp_path / "report.json"
+  cmd = [sys.executable, "-m", "mcvd_jax.evaluate", f"--real={tmp_path / 'real.npy'}",
+         f"--fake={tmp_path / 'fake.npy'}", "--cond_frames=2", "--samples_per_video=2",
+         "--metrics=mse,psnr,ssim", f"--out={out}"]
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  report = json.loads(out.read_text())
+  direct = evaluation.evaluate_video_sets(real, fake, cond_frames=2, metrics=("mse", "psnr", "ssim"))
+  assert report["psnr"]["best_of_samples"] == pytest.approx(direct["psnr"]["best_of_samples"])
+  assert (tmp_path / "report.md").read_text().startswith("| PSNR")
+  wrong = subprocess.run(cmd[:5] + ["--samples_per_video=4", "--metrics=mse"], cwd=ROOT,
+                         capture_output=True, text=True)
+  assert wrong.returncode != 0 and "should hold 12" in wrong.stderr
