@@ -71,7 +71,7 @@ def sample_and_save(config, workdir: str, checkpoint: str | None = None) -> str:
   diffusion = diffusion_from_config(diffusion_section)
   sampler = sampler_from_config(make_denoise_fn(cfg), diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
-                    static_argnames=("num_frames", "batch_size"))
+                static_argnames=("num_frames", "batch_size"))
   data_key, sample_key = jax.random.split(jax.random.key(config.seed + 1))
   past, future = conditioning_for_task(task, cfg, data_key, batch)
   num_frames = cfg.num_frames if task == "interpolation" else config.sampling.num_frames
@@ -83,7 +83,7 @@ def sample_and_save(config, workdir: str, checkpoint: str | None = None) -> str:
   write_gif(gif_path, video_grid(video))
   np.save(os.path.join(workdir, f"samples_{task}.npy"), video)
   with open(os.path.join(workdir, f"samples_{task}.json"), "w") as f:
-    json.dump({"task": task, "shape": list(video.shape), "seconds": seconds,
+    json.dump({"task": task, "shape": list(video.shape), "seconds_with_compile": seconds,
                "checkpoint": checkpoint, "sampler": config.sampling.kind,
                "steps": int(len(sampler.labels))}, f, indent=2)
   logging.info("wrote %s (%s videos of %d frames, %.1f s)", gif_path, batch, video.shape[1], seconds)
