@@ -46,14 +46,15 @@ def _timed(fn, repeats):
   return statistics.median(times), times
 
 
-def _gflops(compiled, seconds):
+def _gflop(compiled) -> float | None:
+  """GFLOP of one call of a compiled program, from XLA's cost analysis (None if unreported)."""
   try:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0))
   except Exception:  # some backends do not report costs
-    return None, None
-  return flops / 1e9, (flops / 1e9 / seconds if seconds and flops else None)
+    return None
+  return flops / 1e9 or None
 
 
 def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
@@ -81,14 +82,14 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
   start = time.perf_counter()
   forward = jit(denoise).lower(params, x, labels, cond).compile()
   forward_compile_s = time.perf_counter() - start
-  forward_gflop, _ = _gflops(forward, None)
+  forward_gflop = _gflop(forward)
   if "forward" in parts:
     median, times = _timed(lambda: forward(params, x, labels, cond), repeats)
-    gflop, rate = _gflops(forward, median)
-    compile_s = forward_compile_s
-    result["forward"] = {"seconds_median": median, "seconds_all": times, "compile_seconds": compile_s,
+    result["forward"] = {"seconds_median": median, "seconds_all": times,
+                         "compile_seconds": forward_compile_s,
                          "frames_per_second": batch * cfg.num_frames / median,
-                         "gflop_per_call": gflop, "gflop_per_second": rate}
+                         "gflop_per_call": forward_gflop,
+                         "gflop_per_second": forward_gflop / median if forward_gflop else None}
   if "sampler" in parts:
     sampler = make_sampler(denoise, kind="ddpm", schedule=linear_schedule(), subsample=sampler_steps)
     start = time.perf_counter()

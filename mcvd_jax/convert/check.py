@@ -137,9 +137,8 @@ def check_sampler(arrays, meta, denoise, params, schedule) -> list[Comparison]:
     for name in names:
       ours = traj[:num_loop] if "nodenoise" in name else traj
       results.append(compare(f"{name} (end to end)", to_nchw(ours[-1]), arrays[name], judged))
-      if name + "_traj" in arrays:
-        if judged:
-          results.append(compare(f"{name}_traj (end to end)", to_nchw(ours), arrays[name + "_traj"]))
+      if judged and name + "_traj" in arrays:
+        results.append(compare(f"{name}_traj (end to end)", to_nchw(ours), arrays[name + "_traj"]))
     longest = max((n + "_traj" for n in names if n + "_traj" in arrays),
                   key=lambda n: arrays[n].shape[0], default=None)
     if longest:
@@ -170,13 +169,14 @@ def check_file(path: str, log: Callable[[str], None] = print) -> list[Comparison
   denoise = make_denoise_fn(cfg)
   schedule = schedule_from_meta(meta)
   results = _check_schedule(arrays, schedule)
+  num_schedule_checks = len(results)
   if "out" in arrays and "x" in arrays:
     results += check_forward(arrays, denoise, params)
   if "labels_loss" in arrays:
     results += check_loss(arrays, denoise, params, schedule)
   if "xT" in arrays:
     results += check_sampler(arrays, meta, denoise, params, schedule)
-  if len(results) == len(_check_schedule(arrays, schedule)):
+  if len(results) == num_schedule_checks:
     raise ValueError(f"{path}: no forward, loss or sampler arrays found to check")
   for r in results:
     log(r.line())

@@ -1,4 +1,4 @@
-"""Builds the diffusion pieces (schedule or sigmas, noise model, loss, sampler) from config sections.
+"""Builds the diffusion pieces (schedule or sigmas, noise model, sampler) from config sections.
 
 Only this file reads ConfigDict-like objects; everything it builds is a plain function.
 """
@@ -9,7 +9,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
-from mcvd_jax.diffusion.losses import make_loss_fn
 from mcvd_jax.diffusion.noise import NoiseModel, make_noise_model
 from mcvd_jax.diffusion.samplers import Sampler, make_sampler
 from mcvd_jax.diffusion.schedules import Schedule, make_schedule, smld_sigmas
@@ -38,12 +37,6 @@ def diffusion_from_config(section: Any) -> Diffusion:
                                                          section.beta_start, section.beta_end))
   return Diffusion(kind, noise, sigmas=smld_sigmas(section.sigma_begin, section.sigma_end,
                                                    section.num_steps))
-
-
-def loss_from_config(denoise_fn: Callable, diffusion: Diffusion, l1: bool = False,
-                     train: bool = True) -> Callable:
-  return make_loss_fn(denoise_fn, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
-                      noise_model=diffusion.noise_model, l1=l1, train=train)
 
 
 def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any,

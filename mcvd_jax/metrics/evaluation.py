@@ -94,11 +94,7 @@ def _fvd_report(real: np.ndarray, fake: np.ndarray, i3d_params, batch_size: int)
                      f"videos (and several hundred for a meaningful value), got {real.shape[0]}; "
                      f"leave fvd out of the metrics")
   params = i3d_params if i3d_params is not None else fvd.load_i3d_params()
-  real_feats = fvd.i3d_features(params, real, batch_size)
-  s = fake.shape[1]
-  fake_feats = fvd.i3d_features(params, np.swapaxes(fake, 0, 1).reshape(-1, *fake.shape[2:]),
-                                batch_size).reshape(s, fake.shape[0], -1)
-  result = fvd.trajectory_fvd_from_features(real_feats, fake_feats)
+  result = fvd.trajectory_mean_fvd(params, real, np.swapaxes(fake, 0, 1), batch_size)
   return {"mean": result.mean, "std": result.std, "conf95": result.conf95, "pooled": result.pooled}
 
 

@@ -23,11 +23,6 @@ from mcvd_jax.models.config import UNetConfig
 from mcvd_jax.video.masking import stack_frames, unstack_frames
 
 
-def task_name(has_past: bool, has_future: bool) -> str:
-  return {(True, False): "prediction", (False, False): "generation",
-          (True, True): "interpolation", (False, True): "past_reconstruction"}[(has_past, has_future)]
-
-
 def make_rollout(sample_block: Callable, cfg: UNetConfig, noise_model: NoiseModel | None = None,
                  init_scale: float = 1.0) -> Callable:
   """Builds `rollout(params, key, past=None, future=None, *, num_frames, batch_size=None)`.
