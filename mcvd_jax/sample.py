@@ -1,11 +1,16 @@
-"""Sampling videos from a model (randomly initialised, or a converted reference checkpoint) into
-GIFs: the main job until the training loop lands."""
+"""Sampling videos of each task from a model (a training checkpoint, a converted reference
+checkpoint, or random weights) into GIFs, conditioned on real test clips of the config's dataset.
+
+`task_inputs` splits a real clip into what a task is given and what it must produce; the training
+loop uses it for its periodic samples, `sample_and_save` for `main --mode=sample`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,23 +24,57 @@ from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
 from mcvd_jax.video.io import to_uint8, video_grid, write_gif
 from mcvd_jax.video.rollout import make_rollout
 
-TASKS = ("prediction", "generation", "interpolation", "past_reconstruction")
+from mcvd_jax.experiment import TASKS
 
 
-def conditioning_for_task(task: str, cfg: UNetConfig, key: jax.Array, batch: int):
-  """(past, future) for a task, filled with a simple moving square when a block is needed (a
-  stand-in until datasets land): [B, N, H, W, C] in [-1, 1], or None."""
+class TaskInputs(NamedTuple):
+  """What a rollout is given for a task (past / future or None, in [-1, 1]) and the real frames
+  spanning the same time as the rollout's output, [B, N, H, W, C]."""
+
+  past: jax.Array | None
+  future: jax.Array | None
+  num_frames: int
+  real: jax.Array
+
+
+def clip_frames_for_task(task: str, cfg: UNetConfig, horizon: int) -> int:
+  """Frames of real clip `task_inputs` needs to produce `horizon` frames (T for interpolation)."""
+  if task == "interpolation":
+    return cfg.num_frames_cond + cfg.num_frames + cfg.num_frames_future
+  if task == "prediction":
+    return cfg.num_frames_cond + horizon
+  if task == "past_reconstruction":
+    return horizon + cfg.num_frames_future
+  return horizon
+
+
+def task_inputs(task: str, clip: jax.Array, cfg: UNetConfig, horizon: int) -> TaskInputs:
+  """Splits real clips [B, >= clip_frames_for_task(...), H, W, C] for a task.
+
+  prediction: the first Nc frames are given; generation: nothing; interpolation: Nc past and Nf
+  future frames around the T frames to fill; past_reconstruction: the Nf frames after the
+  `horizon` frames to produce.
+  """
   if task not in TASKS:
     raise ValueError(f"sampling.task={task!r} is unknown; use one of {TASKS}")
-  n = cfg.num_frames_cond + cfg.num_frames + cfg.num_frames_future
-  clip = moving_squares(key, batch, n, cfg.image_size, cfg.channels)
-  past = clip[:, :cfg.num_frames_cond] if task in ("prediction", "interpolation") else None
-  future = clip[:, n - cfg.num_frames_future:] if task in ("interpolation", "past_reconstruction") else None
-  return past, future
+  need = clip_frames_for_task(task, cfg, horizon)
+  if clip.shape[1] < need:
+    raise ValueError(f"task {task!r} with {horizon} frames needs clips of {need} frames, got "
+                     f"{clip.shape[1]}")
+  clip = clip[:, :need]
+  nc, nf, t = cfg.num_frames_cond, cfg.num_frames_future, cfg.num_frames
+  if task == "prediction":
+    return TaskInputs(clip[:, :nc], None, horizon, clip)
+  if task == "interpolation":
+    return TaskInputs(clip[:, :nc], clip[:, nc + t:], t, clip)
+  if task == "past_reconstruction":
+    return TaskInputs(None, clip[:, horizon:], horizon, clip)
+  return TaskInputs(None, None, horizon, clip)
 
 
 def moving_squares(key: jax.Array, batch: int, frames: int, size: int, channels: int) -> jax.Array:
-  """A bright square moving in a straight line on a dark canvas: [B, N, H, W, C] in [-1, 1]."""
+  """A bright square moving in a straight line on a dark canvas: [B, N, H, W, C] in [-1, 1] (the
+  conditioning when the config's dataset cannot be read here)."""
   side = max(size // 4, 2)
   start_key, vel_key = jax.random.split(key)
   start = jax.random.randint(start_key, (batch, 2), 0, size - side)
@@ -49,42 +88,72 @@ def moving_squares(key: jax.Array, batch: int, frames: int, size: int, channels:
   return jnp.repeat(jnp.where(square, 1.0, -1.0)[..., None], channels, axis=-1)
 
 
-def sample_and_save(config, workdir: str, checkpoint: str | None = None) -> str:
-  """Samples `config.sampling.batch_size` videos of the configured task and writes
-  WORKDIR/samples_<task>.gif (plus the raw uint8 array as .npy). Returns the GIF path."""
-  task, batch = config.sampling.task, config.sampling.batch_size
+def test_clips(config: Any, cfg: UNetConfig, num_frames: int, batch: int, key: jax.Array) -> jax.Array:
+  """[batch, num_frames, H, W, C] in [-1, 1]: the dataset's deterministic test clips, or moving
+  squares (with a warning) when the dataset is not available on this machine."""
+  from mcvd_jax.data.registry import DatasetUnavailableError, make_dataset
+  try:
+    dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
+  except DatasetUnavailableError as e:
+    logging.warning("conditioning on moving squares instead of real clips: %s", e)
+    return moving_squares(key, batch, num_frames, cfg.image_size, cfg.channels)
+  return jnp.asarray(dataset.test_videos(num_frames, batch), jnp.float32) / 127.5 - 1.0
+
+
+def load_for_sampling(config: Any, workdir: str, checkpoint: str | None):
+  """(UNetConfig, params, diffusion section, description) from, in order: a converted reference
+  checkpoint (a directory with model_config.json), a training checkpoint (--checkpoint naming a
+  workdir, its checkpoints/ directory or one checkpoints/<step>; else the workdir's newest; EMA
+  parameters), or random weights."""
+  from mcvd_jax.checkpointing import load_ema_params
+  if checkpoint and os.path.exists(os.path.join(checkpoint, "model_config.json")):
+    from mcvd_jax.convert.export import diffusion_overrides, load_converted
+    cfg, params, schedule_fields = load_converted(checkpoint)
+    section = ml_collections.ConfigDict(config.diffusion.to_dict())
+    section.update(diffusion_overrides(schedule_fields))
+    return cfg, params, section, f"converted checkpoint {checkpoint}"
+  cfg = UNetConfig.from_mapping(config.model)
+  source = checkpoint or workdir
+  loaded = load_ema_params(source, cfg, config.optim)
+  if loaded is not None:
+    params, step = loaded
+    return cfg, params, config.diffusion, f"EMA parameters of step {step} in {source}"
+  if checkpoint:
+    raise FileNotFoundError(f"--checkpoint={checkpoint!r} holds neither a converted checkpoint "
+                            f"(model_config.json) nor training checkpoints")
+  logging.warning("no checkpoint in %s: sampling from a RANDOMLY INITIALISED network (noise-like "
+                  "output); train first, or pass --checkpoint", workdir)
+  return cfg, init_params(cfg, jax.random.key(config.seed)), config.diffusion, "random weights"
+
+
+def sample_and_save(config: Any, workdir: str, checkpoint: str | None = None) -> str:
+  """Samples `config.sampling.batch_size` videos of `sampling.task` and writes
+  WORKDIR/samples_<task>.gif (real clips in the top row, samples below), the samples as uint8
+  .npy and a .json description. Returns the GIF path."""
+  task, batch, horizon = config.sampling.task, config.sampling.batch_size, config.sampling.num_frames
   if task not in TASKS:  # before any compilation
     raise ValueError(f"sampling.task={task!r} is unknown; use one of {TASKS}")
   os.makedirs(workdir, exist_ok=True)
-  diffusion_section = config.diffusion
-  if checkpoint:
-    from mcvd_jax.convert.export import diffusion_overrides, load_converted
-    cfg, params, schedule_fields = load_converted(checkpoint)
-    diffusion_section = ml_collections.ConfigDict(config.diffusion.to_dict())
-    diffusion_section.update(diffusion_overrides(schedule_fields))
-    logging.info("loaded converted checkpoint %s (diffusion: %s)", checkpoint, diffusion_section)
-  else:
-    cfg = UNetConfig.from_mapping(config.model)
-    params = init_params(cfg, jax.random.key(config.seed))
-    logging.warning("no checkpoint given: sampling from a RANDOMLY INITIALISED network (noise-like "
-                    "output); pass --checkpoint=DIR with a converted checkpoint for real samples")
+  cfg, params, diffusion_section, source = load_for_sampling(config, workdir, checkpoint)
+  logging.info("sampling %s from %s", task, source)
   diffusion = diffusion_from_config(diffusion_section)
   sampler = sampler_from_config(make_denoise_fn(cfg), diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))
   data_key, sample_key = jax.random.split(jax.random.key(config.seed + 1))
-  past, future = conditioning_for_task(task, cfg, data_key, batch)
-  num_frames = cfg.num_frames if task == "interpolation" else config.sampling.num_frames
+  clips = test_clips(config, cfg, clip_frames_for_task(task, cfg, horizon), batch, data_key)
+  given = task_inputs(task, clips, cfg, horizon)
   start = time.time()
-  video = rollout(params, sample_key, past, future, num_frames=num_frames, batch_size=batch)
+  video = rollout(params, sample_key, given.past, given.future, num_frames=given.num_frames,
+                  batch_size=batch)
   video = to_uint8(jax.device_get(video))
   seconds = time.time() - start
   gif_path = os.path.join(workdir, f"samples_{task}.gif")
-  write_gif(gif_path, video_grid(video))
+  write_gif(gif_path, video_grid(np.concatenate([to_uint8(given.real), video]), columns=batch))
   np.save(os.path.join(workdir, f"samples_{task}.npy"), video)
   with open(os.path.join(workdir, f"samples_{task}.json"), "w") as f:
     json.dump({"task": task, "shape": list(video.shape), "seconds_with_compile": seconds,
-               "checkpoint": checkpoint, "sampler": config.sampling.kind,
+               "source": source, "sampler": config.sampling.kind,
                "steps": int(len(sampler.labels))}, f, indent=2)
   logging.info("wrote %s (%s videos of %d frames, %.1f s)", gif_path, batch, video.shape[1], seconds)
   return gif_path

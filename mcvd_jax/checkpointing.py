@@ -1,0 +1,152 @@
+"""Orbax checkpoints of the train state: asynchronous saves, restore into sharded abstract targets,
+and a fall-back to the previous checkpoint when the newest one cannot be read.
+
+Layout: WORKDIR/checkpoints/<step>/{state, meta}; `state` is the TrainState as a dict, `meta` a
+JSON dict (data seed, model config, ...). Unreadable checkpoints are moved to
+WORKDIR/checkpoints_unreadable/<step> (kept for inspection, never deleted).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from mcvd_jax.train_step import TrainState
+
+
+class NoReadableCheckpointError(RuntimeError):
+  """Every checkpoint in the directory failed to restore."""
+
+
+def state_to_dict(state: TrainState) -> dict:
+  return dict(state._asdict())
+
+
+def abstract_like(tree: Any) -> Any:
+  """Shape/dtype/sharding stand-ins of a pytree of arrays (or of ShapeDtypeStructs)."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+class Checkpointer:
+  """A thin wrapper around `ocp.CheckpointManager` for TrainStates."""
+
+  def __init__(self, workdir: str, keep: int = 3, asynchronous: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.unreadable_directory = os.path.join(os.path.abspath(workdir), "checkpoints_unreadable")
+    self._keep, self._asynchronous = keep, asynchronous
+    self._manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                           enable_async_checkpointing=self._asynchronous)
+    return ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, state: TrainState, meta: dict) -> None:
+    """Starts an asynchronous save of `state` at its step (returns once the arrays are copied)."""
+    step = int(jax.device_get(state.step))
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state_to_dict(state)), meta=ocp.args.JsonSave(meta)),
+        force=True)
+
+  def restore(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict]:
+    """The state and meta saved at `step`, laid out as `abstract_state`'s shardings."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(state_to_dict(abstract_like(abstract_state))),
+        meta=ocp.args.JsonRestore()))
+    return TrainState(**restored["state"]), dict(restored["meta"])
+
+  def restore_newest(self, abstract_state: TrainState,
+                     move_unreadable: bool = True) -> tuple[TrainState, dict] | None:
+    """Restores the newest readable checkpoint, or returns None when there is none at all.
+
+    A checkpoint that fails to restore is tried no further (with a warning; moved aside when
+    `move_unreadable`, so that training can save that step again) and the previous one is tried;
+    if every one fails, NoReadableCheckpointError (nothing is started from scratch over a
+    directory of checkpoints that might still be rescued).
+    """
+    steps = self.steps()
+    failures = []
+    for step in reversed(steps):
+      try:
+        result = self.restore(step, abstract_state)
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        logging.warning("checkpoint %d in %s cannot be read (%s: %s); falling back to the "
+                        "previous one", step, self.directory, type(e).__name__, e)
+        failures.append((step, e))
+        continue
+      if failures and move_unreadable:
+        self._move_aside([s for s, _ in failures])
+      return result
+    if failures:
+      details = "; ".join(f"step {s}: {type(e).__name__}: {e}" for s, e in failures)
+      raise NoReadableCheckpointError(
+          f"none of the checkpoints in {self.directory} can be restored ({details}). Move the "
+          f"directory away to start a new run, or fix the config so it matches the saved state.")
+    return None
+
+  def _move_aside(self, steps: list[int]) -> None:
+    """Moves unreadable step directories out of the manager's way (a later save of the same step
+    would otherwise collide with them)."""
+    os.makedirs(self.unreadable_directory, exist_ok=True)
+    for step in steps:
+      source = os.path.join(self.directory, str(step))
+      target = os.path.join(self.unreadable_directory, str(step))
+      if os.path.exists(target):
+        shutil.rmtree(target)
+      shutil.move(source, target)
+      logging.warning("moved unreadable checkpoint %s to %s", source, target)
+    self._manager.close()
+    self._manager = self._open()
+
+  def wait(self) -> None:
+    """Blocks until every started save is on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def find_checkpoint_dir(path: str) -> tuple[str, int | None]:
+  """(workdir whose checkpoints/ to open, a specific step or None) for a path naming a workdir,
+  its checkpoints/ directory, or one checkpoints/<step> directory."""
+  path = os.path.abspath(path)
+  if os.path.basename(path).isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
+    return os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
+  if os.path.basename(path) == "checkpoints":
+    return os.path.dirname(path), None
+  return path, None
+
+
+def load_ema_params(path: str, cfg, optim) -> tuple[Any, int] | None:
+  """The EMA parameters (and their step) of the newest readable training checkpoint under `path`
+  (see find_checkpoint_dir), or None when there is no checkpoint. cfg: the UNetConfig, optim: the
+  config's optim section (the optimizer state's structure is part of the saved tree)."""
+  from mcvd_jax.train_step import abstract_train_state, make_optimizer
+  workdir, step = find_checkpoint_dir(path)
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return None
+  abstract = abstract_train_state(cfg, make_optimizer(optim),
+                                  jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  checkpointer = Checkpointer(workdir)
+  try:
+    if step is not None:
+      state, _ = checkpointer.restore(step, abstract)
+    else:
+      if checkpointer.latest_step() is None:
+        return None
+      state, _ = checkpointer.restore_newest(abstract, move_unreadable=False)
+  finally:
+    checkpointer.close()
+  return state.ema_params, int(state.step)
