@@ -2,10 +2,12 @@
 
   python -m mcvd_jax.bench                         # forward + DDPM-100 sampler, smmnist and small
   python -m mcvd_jax.bench --models=smmnist --parts=forward --repeats=10
+  python -m mcvd_jax.bench --models=smmnist --parts=train --repeats=5   # the paper's SMMNIST step
 
-For each named model size: the jitted forward pass and a full DDPM sampler call (median seconds
-over repeats after a warm-up call, frames/s, and GFLOP/s from XLA's cost analysis of the compiled
-program). Parameters are random: speed does not depend on their values.
+For each named model size: the jitted forward pass, one training update (forward + backward +
+clipping + Adam + EMA, donated state, as `train.py` runs it) and a full DDPM sampler call (median
+seconds over repeats after a warm-up call, frames/s, and GFLOP/s from XLA's cost analysis of the
+compiled program). Parameters are random: speed does not depend on their values.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from absl import app, flags
 
 flags.DEFINE_list("models", ["smmnist", "small"], "Named model sizes to time.")
-flags.DEFINE_list("parts", ["forward", "sampler"], "What to time: forward, sampler.")
+flags.DEFINE_list("parts", ["forward", "train", "sampler"], "What to time: forward, train, sampler.")
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (after one warm-up call).")
 flags.DEFINE_integer("sampler_steps", 100, "DDPM steps of the sampler call.")
@@ -90,6 +92,8 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
                          "frames_per_second": batch * cfg.num_frames / median,
                          "gflop_per_call": forward_gflop,
                          "gflop_per_second": forward_gflop / median if forward_gflop else None}
+  if "train" in parts:
+    result["train"] = bench_train_step(cfg, params, batch, repeats)
   if "sampler" in parts:
     sampler = make_sampler(denoise, kind="ddpm", schedule=linear_schedule(), subsample=sampler_steps)
     start = time.perf_counter()
@@ -105,6 +109,46 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
                          "frames_per_second": batch * cfg.num_frames / median,
                          "gflop_per_call": gflop, "gflop_per_second": rate}
   return result
+
+
+def bench_train_step(cfg, params, batch: int, repeats: int) -> dict:
+  """One update of train_step.make_train_step with the paper's optimizer settings (Adam lr 2e-4,
+  warm-up, clipping 1.0, EMA 0.999) on uint8 clips of Nc + T frames, state donated as in training."""
+  import types
+
+  import jax
+  import numpy as np
+
+  from mcvd_jax.compilation import jit
+  from mcvd_jax.diffusion.losses import make_loss_fn
+  from mcvd_jax.diffusion.schedules import linear_schedule
+  from mcvd_jax.models import make_denoise_fn
+  from mcvd_jax.train_step import Masking, create_train_state, make_optimizer, make_train_step
+  optim = types.SimpleNamespace(optimizer="adam", lr=2e-4, warmup=1000, beta1=0.9, beta2=0.999,
+                                eps=1e-8, weight_decay=0.0, grad_clip=1.0)
+  tx = make_optimizer(optim)
+  loss_fn = make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule())
+  masking = Masking(cfg.num_frames_cond, cfg.num_frames, cfg.num_frames_future)
+  steps = jit(make_train_step(loss_fn, tx, masking, ema_rate=0.999, train_key=jax.random.key(2)),
+              donate_argnums=0)
+  videos = np.random.default_rng(0).integers(
+      0, 256, (1, batch, masking.clip_frames, cfg.image_size, cfg.image_size, cfg.channels),
+      dtype=np.uint8)
+  state = create_train_state(jax.tree.map(lambda p: p.copy(), params), tx)
+  start = time.perf_counter()
+  compiled = steps.lower(state, videos).compile()
+  compile_s = time.perf_counter() - start
+  gflop = _gflop(compiled)
+  holder = [state]
+
+  def one_update():
+    holder[0], metrics = compiled(holder[0], videos)
+    return metrics["loss"]
+
+  median, times = _timed(one_update, repeats)
+  return {"seconds_median": median, "seconds_all": times, "compile_seconds": compile_s,
+          "frames_per_second": batch * cfg.num_frames / median, "gflop_per_call": gflop,
+          "gflop_per_second": gflop / median if gflop else None}
 
 
 def main(argv):

@@ -168,6 +168,9 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, masking
     return new, metrics
 
   def train_steps(state: TrainState, videos: jax.Array):
+    if videos.shape[0] == 1:  # no loop: XLA optimises a plain step better than a scan body
+      state, metrics = one_step(state, videos[0])
+      return state, jax.tree.map(lambda m: m[None], metrics)
     return jax.lax.scan(one_step, state, videos)
 
   return train_steps
