@@ -33,7 +33,7 @@ VARIANTS = ("", "c2", "spatin", "past_mask", "spatin+past_mask", "c2+spatin", "c
 
 
 def get_config(arg=None):
-  parts = _parse_variant(arg)
+  parts = default.parse_variant("configs/bair.py", arg, _PARTS, VARIANTS)
   config = default.get_config()
   config.data.dataset = "bair"
 
@@ -71,13 +71,3 @@ def get_config(arg=None):
     config.training.prob_mask_future = 0.5
   return config
 
-
-def _parse_variant(arg):
-  variant = arg or ""
-  parts = variant.split("+") if variant else []
-  rank = {p: i for i, p in enumerate(_PARTS)}
-  canonical = "+".join(sorted(parts, key=lambda p: rank.get(p, len(_PARTS))))
-  if len(set(parts)) != len(parts) or canonical not in VARIANTS:
-    raise ValueError(f"configs/bair.py: unknown variant {variant!r}; use one of "
-                     f"{', '.join(repr(v) for v in VARIANTS)}")
-  return set(parts)

@@ -94,3 +94,17 @@ def get_config(arg=None):
   training.nonfinite_loss = "stop"  # stop | skip (drop that update and go on)
   training.profile = False
   return config
+
+
+def parse_variant(filename: str, arg: str | None, parts: tuple[str, ...],
+                  variants: tuple[str, ...]) -> set[str]:
+  """The parts of a variant written as `a+b` in any order, checked against the allowed `variants`
+  (each spelled in the order of `parts`); ValueError listing them otherwise."""
+  variant = arg or ""
+  given = variant.split("+") if variant else []
+  rank = {p: i for i, p in enumerate(parts)}
+  canonical = "+".join(sorted(given, key=lambda p: rank.get(p, len(parts))))
+  if len(set(given)) != len(given) or canonical not in variants:
+    raise ValueError(f"{filename}: unknown variant {variant!r}; use one of "
+                     f"{', '.join(repr(v) for v in variants)}")
+  return set(given)

@@ -30,7 +30,7 @@ VARIANTS = ("", "spatin", "past_mask", "spatin+past_mask", "general", "interp")
 
 
 def get_config(arg=None):
-  parts = _parse_variant(arg)
+  parts = default.parse_variant("configs/ucf101.py", arg, _PARTS, VARIANTS)
   config = default.get_config()
   config.data.dataset = "ucf101"
 
@@ -71,13 +71,3 @@ def get_config(arg=None):
     config.sampling.task = "interpolation"
   return config
 
-
-def _parse_variant(arg):
-  variant = arg or ""
-  parts = variant.split("+") if variant else []
-  rank = {p: i for i, p in enumerate(_PARTS)}
-  canonical = "+".join(sorted(parts, key=lambda p: rank.get(p, len(_PARTS))))
-  if len(set(parts)) != len(parts) or canonical not in VARIANTS:
-    raise ValueError(f"configs/ucf101.py: unknown variant {variant!r}; use one of "
-                     f"{', '.join(repr(v) for v in VARIANTS)}")
-  return set(parts)
