@@ -8,6 +8,7 @@ rescaling.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -56,14 +57,63 @@ def timestep_embedding(labels: jax.Array, dim: int, max_positions: int = 10000) 
   return emb
 
 
-def group_norm(x: jax.Array, groups: int, eps: float) -> jax.Array:
-  """Parameter-free GroupNorm over (H, W, C / groups); statistics in float32. x: [B, H, W, C]."""
+def _group_mean(sums: jax.Array, groups: int, count: int) -> jax.Array:
+  """[B, C] per-channel sums -> [B, C]: each channel gets the mean over its group (count elements)."""
+  b, c = sums.shape
+  means = jnp.sum(sums.reshape(b, groups, c // groups), axis=-1, keepdims=True) / count
+  return jnp.broadcast_to(means, (b, groups, c // groups)).reshape(b, c)
+
+
+def _group_stats(x: jax.Array, groups: int, eps: float) -> tuple[jax.Array, jax.Array]:
+  """x: [B, H, W, C] float32 -> (mean, 1 / std), each [B, C] (every channel holds its group's).
+
+  Sums run over H, W per channel first and only then over the channels of a group: reductions
+  that keep the channel axis innermost vectorise on CPU, whereas reducing a [B, H, W, G, C/G]
+  view became slow reduce-window trees.
+  """
   b, h, w, c = x.shape
-  xg = x.astype(jnp.float32).reshape(b, h, w, groups, c // groups)
-  mean = jnp.mean(xg, axis=(1, 2, 4), keepdims=True)
+  count = h * w * (c // groups)
+  mean = _group_mean(jnp.sum(x, axis=(1, 2)), groups, count)
   # Two-pass variance, as torch computes it: E[x^2] - E[x]^2 loses digits for offset inputs.
-  var = jnp.mean(jnp.square(xg - mean), axis=(1, 2, 4), keepdims=True)
-  return ((xg - mean) * jax.lax.rsqrt(var + eps)).reshape(b, h, w, c)
+  centred = x - mean[:, None, None, :]
+  var = _group_mean(jnp.sum(centred * centred, axis=(1, 2)), groups, count)
+  return mean, jax.lax.rsqrt(var + eps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def group_norm(x: jax.Array, groups: int, eps: float) -> jax.Array:
+  """Parameter-free GroupNorm over (H, W, C / groups); statistics in float32. x: [B, H, W, C],
+  returns float32.
+
+  The gradient is written out (custom VJP) as two per-channel reductions and one elementwise
+  pass; the autodiff version left XLA chains of broadcasts that it fused, recomputed, into many
+  consumers in the backward pass.
+  """
+  return _group_norm_fwd(x, groups, eps)[0]
+
+
+def _group_norm_fwd(x, groups, eps):
+  x32 = x.astype(jnp.float32)
+  mean, rstd = _group_stats(x32, groups, eps)
+  return (x32 - mean[:, None, None, :]) * rstd[:, None, None, :], (x, mean, rstd)
+
+
+def _group_norm_bwd(groups, eps, residuals, g):
+  # d/dx of (x - mean) * rstd: rstd * (g - mean_group(g) - xhat * mean_group(g * xhat)).
+  del eps
+  x, mean, rstd = residuals
+  b, h, w, c = x.shape
+  count = h * w * (c // groups)
+  rstd_b = rstd[:, None, None, :]
+  xhat = (x.astype(jnp.float32) - mean[:, None, None, :]) * rstd_b
+  g = g.astype(jnp.float32)
+  g_mean = _group_mean(jnp.sum(g, axis=(1, 2)), groups, count)
+  gx_mean = _group_mean(jnp.sum(g * xhat, axis=(1, 2)), groups, count)
+  dx = rstd_b * (g - g_mean[:, None, None, :] - xhat * gx_mean[:, None, None, :])
+  return (dx.astype(x.dtype),)
+
+
+group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
 
 
 class GroupNorm(nn.Module):
@@ -218,6 +268,44 @@ class ResBlock(nn.Module):
     return ((x + h) * SKIP_SCALE).astype(self.dtype)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
+  """softmax(scale q k^T) v per head. q, k, v: [B, T, N, D] -> [B, T, N, D].
+
+  Computed heads-major ([B, N, T, D]) with a hand-written VJP that keeps the attention
+  probabilities from the forward pass: XLA's CPU backward of jax.nn.dot_product_attention spent
+  most of its time transposing [B, N, T, T] arrays (0.91 s vs 0.53 s at T = 1024, B = 8, N = 2).
+  """
+  return _attention_fwd(q, k, v, scale)[0]
+
+
+def _heads_major(a: jax.Array) -> jax.Array:
+  """[B, T, N, D] <-> [B, N, T, D]."""
+  return jnp.transpose(a, (0, 2, 1, 3))
+
+
+def _attention_fwd(q, k, v, scale):
+  q, k, v = _heads_major(q * scale), _heads_major(k), _heads_major(v)
+  probs = jax.nn.softmax(jnp.einsum("bntd,bnsd->bnts", q, k), axis=-1)
+  out = jnp.einsum("bnts,bnsd->bntd", probs, v)
+  return _heads_major(out), (q, k, v, probs, out)
+
+
+def _attention_bwd(scale, residuals, d_out):
+  q, k, v, probs, out = residuals  # q is already scaled
+  d_out = _heads_major(d_out)
+  d_v = jnp.einsum("bnts,bntd->bnsd", probs, d_out)
+  d_probs = jnp.einsum("bntd,bnsd->bnts", d_out, v)
+  # Softmax backward: p * (dp - sum_s p dp), and sum_s p dp = sum_d out * d_out.
+  d_logits = probs * (d_probs - jnp.sum(d_out * out, axis=-1, keepdims=True))
+  d_q = jnp.einsum("bnts,bnsd->bntd", d_logits, k) * scale
+  d_k = jnp.einsum("bnts,bntd->bnsd", d_logits, q)
+  return _heads_major(d_q), _heads_major(d_k), _heads_major(d_v)
+
+
+multi_head_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
 class AttnBlock(nn.Module):
   """Multi-head self-attention over all H*W positions; head h owns channels [h*Ch, (h+1)*Ch)."""
 
@@ -231,6 +319,6 @@ class AttnBlock(nn.Module):
     h = GroupNorm(1e-6, name="norm")(x)
     q, k, v = (dense(c, self.dtype, init_scale=0.1, name=n)(h).reshape(b, height * width, heads, -1)
                for n in ("q", "k", "v"))
-    out = jax.nn.dot_product_attention(q, k, v, scale=(c // heads) ** -0.5)
+    out = multi_head_attention(q, k, v, (c // heads) ** -0.5)
     out = dense(c, self.dtype, init_scale=0.0, name="proj_out")(out.reshape(b, height, width, c))
     return ((x + out) * SKIP_SCALE).astype(self.dtype)

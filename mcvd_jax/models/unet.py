@@ -174,6 +174,13 @@ def init_params(cfg: UNetConfig, key: jax.Array, batch_size: int = 1):
   return jax.jit(init)(key)
 
 
+def dropout_rng(key: jax.Array) -> jax.Array:
+  """The key that feeds the network's dropout masks: one of the RngBitGenerator family derived
+  from `key` (deterministic in it). Drawing the masks with threefry cost about 0.45 s of a 9 s
+  SMMNIST training step on CPU; masks need no sharding invariance (any fresh draw is valid)."""
+  return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="unsafe_rbg")
+
+
 def make_denoise_fn(cfg: UNetConfig):
   """`denoise(params, x, labels, cond, dropout_key=None, cond_mask=None) -> eps` around UNet.apply:
   evaluation mode when dropout_key is None, training mode (dropout on) otherwise."""
@@ -183,6 +190,6 @@ def make_denoise_fn(cfg: UNetConfig):
     if dropout_key is None:
       return net.apply({"params": params}, x, labels, cond, cond_mask, train=False)
     return net.apply({"params": params}, x, labels, cond, cond_mask, train=True,
-                     rngs={"dropout": dropout_key})
+                     rngs={"dropout": dropout_rng(dropout_key)})
 
   return denoise
