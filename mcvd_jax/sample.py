@@ -62,7 +62,7 @@ def task_inputs(task: str, clip: jax.Array, cfg: UNetConfig, horizon: int) -> Ta
     raise ValueError(f"task {task!r} with {horizon} frames needs clips of {need} frames, got "
                      f"{clip.shape[1]}")
   clip = clip[:, :need]
-  nc, nf, t = cfg.num_frames_cond, cfg.num_frames_future, cfg.num_frames
+  nc, t = cfg.num_frames_cond, cfg.num_frames
   if task == "prediction":
     return TaskInputs(clip[:, :nc], None, horizon, clip)
   if task == "interpolation":

@@ -19,7 +19,7 @@ from configs import smmnist
 from mcvd_jax import sample, train
 from mcvd_jax.checkpointing import Checkpointer, NoReadableCheckpointError
 from mcvd_jax.diffusion.losses import LossAux
-from mcvd_jax.train_step import (Masking, TrainState, abstract_train_state, create_train_state,
+from mcvd_jax.train_step import (Masking, abstract_train_state, create_train_state,
                                  make_optimizer, make_train_step)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
