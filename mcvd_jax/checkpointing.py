@@ -109,10 +109,6 @@ class Checkpointer:
     self._manager.close()
     self._manager = self._open()
 
-  def wait(self) -> None:
-    """Blocks until every started save is on disk."""
-    self._manager.wait_until_finished()
-
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()

@@ -20,11 +20,10 @@ from absl import logging
 
 from mcvd_jax.compilation import jit
 from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
-from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
-from mcvd_jax.video.io import to_uint8, video_grid, write_gif
-from mcvd_jax.video.rollout import make_rollout
-
 from mcvd_jax.experiment import TASKS
+from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
+from mcvd_jax.video.io import frames_to_unit_range, to_uint8, video_grid, write_gif
+from mcvd_jax.video.rollout import make_rollout
 
 
 class TaskInputs(NamedTuple):
@@ -97,7 +96,7 @@ def test_clips(config: Any, cfg: UNetConfig, num_frames: int, batch: int, key: j
   except ValueError as e:
     logging.warning("conditioning on moving squares instead of real clips: %s", e)
     return moving_squares(key, batch, num_frames, cfg.image_size, cfg.channels)
-  return jnp.asarray(dataset.test_videos(num_frames, batch), jnp.float32) / 127.5 - 1.0
+  return frames_to_unit_range(dataset.test_videos(num_frames, batch))
 
 
 def load_for_sampling(config: Any, workdir: str, checkpoint: str | None):

@@ -28,9 +28,9 @@ from mcvd_jax.diffusion.losses import make_loss_fn
 from mcvd_jax.models import UNetConfig, make_denoise_fn
 from mcvd_jax.sample import clip_frames_for_task, task_inputs
 from mcvd_jax.train_step import (TrainState, abstract_train_state, enabled_tasks,
-                                 frames_to_unit_range, init_train_state, learning_rate_schedule,
-                                 make_optimizer, make_train_step)
-from mcvd_jax.video.io import to_uint8, video_grid, write_gif
+                                 init_train_state, learning_rate_schedule, make_optimizer,
+                                 make_train_step)
+from mcvd_jax.video.io import frames_to_unit_range, to_uint8, video_grid, write_gif
 from mcvd_jax.video.rollout import make_rollout
 
 
@@ -210,15 +210,18 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
   if t.profile and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
   window: list[dict] = []
-  batches = trainer.global_batches(step, min(t.steps_per_dispatch, t.num_steps - step)) \
-      if step < t.num_steps else None
+
+  def batches_from(first: int) -> jax.Array:  # one dispatch, never past num_steps
+    return trainer.global_batches(first, min(t.steps_per_dispatch, t.num_steps - first))
+
+  batches = batches_from(step) if step < t.num_steps else None
   while step < t.num_steps:
     count = batches.shape[0]
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics = trainer.train_steps(state, batches)
     previous, step = step, step + count
     if step < t.num_steps:  # the host makes the next batches while the device trains
-      batches = trainer.global_batches(step, min(t.steps_per_dispatch, t.num_steps - step))
+      batches = batches_from(step)
     finite = np.asarray(jax.device_get(metrics["finite"]))
     if not finite.all():
       bad = previous + int(np.argmin(finite)) + 1

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from mcvd_jax.models import UNetConfig, init_params
+from mcvd_jax.video.io import frames_to_unit_range
 from mcvd_jax.video.masking import make_training_batch
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -113,11 +114,6 @@ def enabled_tasks(masking: Masking) -> tuple[str, ...]:
              "past_reconstruction": (1.0 - p_past) * p_future}
   return tuple(name for name in ("prediction", "generation", "interpolation",
                                  "past_reconstruction") if joint[name] > 0)
-
-
-def frames_to_unit_range(video: jax.Array) -> jax.Array:
-  """uint8 [..] in [0, 255] -> float32 in [-1, 1] (the reference's rescaled data_transform)."""
-  return video.astype(jnp.float32) / 255.0 * 2.0 - 1.0
 
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, masking: Masking, *,

@@ -17,7 +17,7 @@ from PIL import Image
 
 from configs import smmnist
 from mcvd_jax import sample, train
-from mcvd_jax.checkpointing import Checkpointer, NoReadableCheckpointError
+from mcvd_jax.checkpointing import Checkpointer, NoReadableCheckpointError, abstract_like
 from mcvd_jax.diffusion.losses import LossAux
 from mcvd_jax.train_step import (Masking, abstract_train_state, create_train_state,
                                  make_optimizer, make_train_step)
@@ -146,8 +146,7 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     if path.is_file():
       path.write_bytes(b"garbage")
   checkpointer = Checkpointer(str(tmp_path))
-  restored, meta = checkpointer.restore_newest(jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+  restored, meta = checkpointer.restore_newest(abstract_like(state))
   assert int(restored.step) == 2 and meta == {"data_seed": 0}
   np.testing.assert_array_equal(restored.params["w"], state.params["w"] + 2)
   assert (tmp_path / "checkpoints_unreadable" / "4").is_dir()  # kept, not deleted
@@ -164,8 +163,7 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
   for path in (tmp_path / "checkpoints" / "0" / "state").rglob("*"):
     if path.is_file():
       path.write_bytes(b"garbage")
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                          state)
+  abstract = abstract_like(state)
   with pytest.raises(NoReadableCheckpointError, match="Move the directory away"):
     Checkpointer(str(tmp_path)).restore_newest(abstract)
   assert (tmp_path / "checkpoints" / "0").is_dir()  # nothing moved or deleted

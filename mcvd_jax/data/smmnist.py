@@ -139,10 +139,8 @@ def render(glyphs: np.ndarray, trajectories: Trajectories, image_size: int) -> n
 
 def check_geometry(image_size: int, digit_size: int, num_digits: int, step_length: float) -> None:
   """ValueError naming the config field when the canvas cannot hold the process."""
-  if not isinstance(num_digits, (int, np.integer)) or num_digits <= 0:
-    raise ValueError(f"data.num_digits must be a positive integer, got {num_digits!r}")
-  if not isinstance(digit_size, (int, np.integer)) or digit_size <= 0:
-    raise ValueError(f"data.digit_size must be a positive integer, got {digit_size!r}")
+  _check_count("data.num_digits", num_digits)
+  _check_count("data.digit_size", digit_size)
   if not isinstance(image_size, (int, np.integer)) or digit_size >= image_size:
     raise ValueError(f"data.digit_size ({digit_size}) must be smaller than model.image_size "
                      f"({image_size}): digits start at random positions in the free space")

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+
+
+def frames_to_unit_range(video):
+  """uint8 [..] in [0, 255] -> float32 in [-1, 1] (the reference's rescaled data_transform); the
+  inverse of `to_uint8` on uint8 frames."""
+  return jnp.asarray(video).astype(jnp.float32) / 255.0 * 2.0 - 1.0
 
 
 def to_uint8(video) -> np.ndarray:
