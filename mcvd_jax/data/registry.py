@@ -10,13 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from mcvd_jax.data.smmnist import SMMNIST
+from mcvd_jax.data.sources import DatasetUnavailableError
 
 KNOWN_DATASETS = ("smmnist", "bair", "kth", "cityscapes", "ucf101")
 USER_DATASETS = ("bair", "kth", "cityscapes", "ucf101")  # obtained by the user, read from data.path
-
-
-class DatasetUnavailableError(ValueError):
-  """A known dataset that this version cannot read yet (or whose files are not there)."""
 
 
 def check_dataset_name(name: str) -> None:

@@ -1,0 +1,60 @@
+"""The contract between an on-disk dataset reader and the clip pipeline that trains on it.
+
+A reader module (`mcvd_jax/data/bair.py`, `kth.py`, `cityscapes.py`, `ucf101.py`) knows one
+dataset's original files and nothing about batches. It provides:
+
+  NAME: str                         the `data.dataset` value, e.g. "kth"
+  CHANNELS: int                     channels of the stored frames (1 grey, 3 RGB)
+  LAYOUT: str                       the expected layout under `data.path` and how to obtain it,
+                                    quoted in DatasetUnavailableError messages
+  TRAIN_FLIP: bool                  random horizontal flips of training windows (as the paper)
+  RANDOM_CROP: bool                 stored frames larger than image_size**2: random crop in
+                                    training, centre crop in test (UCF-101); else they are stored
+                                    at exactly image_size x image_size
+  list_videos(root, split) -> list[str]
+                                    the split's items (file paths or sequence ids), sorted and
+                                    deterministic; DatasetUnavailableError (naming the expected
+                                    path and LAYOUT) when the files are absent
+  read_video(root, item, image_size) -> Video
+                                    decode + preprocess one item to the stored size;
+                                    CorruptFileError naming the file when it cannot be decoded
+  test_windows(lengths, num_frames, num_videos) -> list[tuple[int, int]]
+                                    (video index, first frame) of the deterministic test clips,
+                                    following the reference's construction for this dataset
+
+The pipeline (decoding once into a memory-mapped cache, random training windows, flips, crops,
+the process's slice of a batch) lives in `clips.py` and `video_cache.py`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+SPLITS = ("train", "test")
+
+
+class Video(NamedTuple):
+  """name: unique within its split (a file path or sequence id); frames: uint8 [T, H, W, C]."""
+  name: str
+  frames: np.ndarray
+
+
+class DatasetUnavailableError(ValueError):
+  """A dataset's files are not where `data.path` says (the message names the path and layout)."""
+
+
+class CorruptFileError(ValueError):
+  """A dataset file that exists but cannot be decoded (the message names the file)."""
+
+  def __init__(self, path: str, reason: str):
+    super().__init__(f"{path}: {reason}. Re-download or remove this file, or set "
+                     "data.skip_corrupt=True to skip it (skipped files are counted in the log).")
+    self.path = path
+    self.reason = reason
+
+
+def check_split(split: str) -> None:
+  if split not in SPLITS:
+    raise ValueError(f"split {split!r} is not one of {SPLITS}")
