@@ -11,12 +11,13 @@ dataset's original files and nothing about batches. It provides:
   RANDOM_CROP: bool                 stored frames larger than image_size**2: random crop in
                                     training, centre crop in test (UCF-101); else they are stored
                                     at exactly image_size x image_size
-  list_videos(root, split) -> list[str]
-                                    the split's items (file paths or sequence ids), sorted and
+  list_items(root, split) -> list[str]
+                                    the split's items (files, or sequence ids), sorted and
                                     deterministic; DatasetUnavailableError (naming the expected
                                     path and LAYOUT) when the files are absent
-  read_video(root, item, image_size) -> Video
-                                    decode + preprocess one item to the stored size;
+  read_item(root, item, image_size) -> list[Video]
+                                    decode + preprocess one item to the stored size (one item may
+                                    hold several videos: a BAIR TFRecord file holds many);
                                     CorruptFileError naming the file when it cannot be decoded
   test_windows(lengths, num_frames, num_videos) -> list[tuple[int, int]]
                                     (video index, first frame) of the deterministic test clips,
