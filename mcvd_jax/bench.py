@@ -3,11 +3,18 @@
   python -m mcvd_jax.bench                         # forward + DDPM-100 sampler, smmnist and small
   python -m mcvd_jax.bench --models=smmnist --parts=forward --repeats=10
   python -m mcvd_jax.bench --models=smmnist --parts=train --repeats=5   # the paper's SMMNIST step
+  python -m mcvd_jax.bench --parts=data    # input pipeline vs the BAIR train step's consumption
 
 For each named model size: the jitted forward pass, one training update (forward + backward +
 clipping + Adam + EMA, donated state, as `train.py` runs it) and a full DDPM sampler call (median
 seconds over repeats after a warm-up call, frames/s, and GFLOP/s from XLA's cost analysis of the
 compiled program). Parameters are random: speed does not depend on their values.
+
+`--parts=data` times the input pipeline instead: `ClipDataset.train_batch` on a synthetic frame
+cache of BAIR's size (`--data_videos` videos of 30 frames of 64x64x3, built once in a temporary
+directory), at the paper's BAIR batch (64 clips of 1 or 2 past + 5 current frames). It sets that
+against the most an accelerator of `--accelerator_tflops` could consume: the FLOPs of one BAIR
+train step (XLA's cost analysis of the lowered step; nothing is compiled or run) at that peak rate.
 """
 
 from __future__ import annotations
@@ -19,7 +26,12 @@ import time
 from absl import app, flags
 
 flags.DEFINE_list("models", ["smmnist", "small"], "Named model sizes to time.")
-flags.DEFINE_list("parts", ["forward", "train", "sampler"], "What to time: forward, train, sampler.")
+flags.DEFINE_list("parts", ["forward", "train", "sampler"],
+                  "What to time: forward, train, sampler (per model), data (input pipeline).")
+flags.DEFINE_integer("data_videos", 43_264, "data: videos in the synthetic cache (BAIR's train).")
+flags.DEFINE_integer("data_batches", 100, "data: timed train_batch calls per clip length.")
+flags.DEFINE_float("accelerator_tflops", 989.0,
+                   "data: peak TFLOP/s fed by one host (default one H100 SXM, bf16 dense).")
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (after one warm-up call).")
 flags.DEFINE_integer("sampler_steps", 100, "DDPM steps of the sampler call.")
@@ -151,14 +163,69 @@ def bench_train_step(cfg, params, batch: int, repeats: int) -> dict:
           "gflop_per_second": gflop / median if gflop else None}
 
 
+def bench_data(num_videos: int, num_batches: int, accelerator_tflops: float) -> dict:
+  """Frames/s of ClipDataset.train_batch from a synthetic BAIR-sized cache at the paper's BAIR
+  batch, against the most a `accelerator_tflops` accelerator could consume (see module doc)."""
+  import shutil
+  import tempfile
+
+  from mcvd_jax.data.throughput import synthetic_dataset, time_train_batches
+  directory = tempfile.mkdtemp(prefix="mcvd_jax_bench_data_")
+  try:
+    dataset, build_s = synthetic_dataset(directory, num_videos)
+    frames = dataset.split("train").frames
+    result = {"videos": num_videos, "cache_gb": frames.nbytes / 1e9, "build_seconds": build_s,
+              "accelerator_tflops": accelerator_tflops, "runs": []}
+    for past in (1, 2):  # configs/bair.py: 1 past frame, or 2 with the c2 variant
+      run = time_train_batches(dataset, 64, past + 5, num_batches)
+      tflop = bair_step_tflop(past) / 1e12
+      run["train_step_tflop"] = tflop
+      run["consumed_frames_per_second_at_peak"] = 64 * (past + 5) * accelerator_tflops / tflop
+      run["margin"] = run["frames_per_second"] / run["consumed_frames_per_second_at_peak"]
+      result["runs"].append(run)
+  finally:
+    shutil.rmtree(directory, ignore_errors=True)
+  return result
+
+
+def bair_step_tflop(past_frames: int) -> float:
+  """FLOPs of one paper BAIR train step (batch 64, ngf 192), from the lowered program."""
+  import types
+
+  import jax
+  import numpy as np
+
+  from mcvd_jax.diffusion.losses import make_loss_fn
+  from mcvd_jax.diffusion.schedules import linear_schedule
+  from mcvd_jax.models import UNetConfig, make_denoise_fn
+  from mcvd_jax.train_step import Masking, abstract_train_state, make_optimizer, make_train_step
+  cfg = UNetConfig(image_size=64, channels=3, num_frames=5, num_frames_cond=past_frames,
+                   ngf=192, ch_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(8, 16, 32),
+                   n_head_channels=192)
+  tx = make_optimizer(types.SimpleNamespace(optimizer="adam", lr=1e-4, warmup=5000, beta1=0.9,
+                                            beta2=0.999, eps=1e-8, weight_decay=0.0,
+                                            grad_clip=1.0))
+  masking = Masking(past_frames, 5, 0)
+  step = jax.jit(make_train_step(make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule()),
+                                 tx, masking, ema_rate=0.999, train_key=jax.random.key(0)))
+  state = abstract_train_state(cfg, tx, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  videos = jax.ShapeDtypeStruct((1, 64, masking.clip_frames, 64, 64, 3), np.uint8)
+  cost = step.lower(state, videos).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"])
+
+
 def main(argv):
   del argv
   import jax
   from mcvd_jax.compilation import compiler_options
   report = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
             "jax": jax.__version__, "compiler_options": dict(compiler_options()), "results": []}
-  for name in FLAGS.models:
-    report["results"].append(bench_model(name, FLAGS.batch, FLAGS.parts, FLAGS.repeats,
+  if "data" in FLAGS.parts:
+    report["data"] = bench_data(FLAGS.data_videos, FLAGS.data_batches, FLAGS.accelerator_tflops)
+  model_parts = [p for p in FLAGS.parts if p != "data"]
+  for name in FLAGS.models if model_parts else []:
+    report["results"].append(bench_model(name, FLAGS.batch, model_parts, FLAGS.repeats,
                                          FLAGS.sampler_steps, FLAGS.sampler_repeats, FLAGS.dtype))
   print(json.dumps(report, indent=2))
 

@@ -242,12 +242,15 @@ def test_bad_config_values_are_named(overrides, match):
 
 # ---------------------------------------------------------------------------------------- registry
 
-@pytest.mark.parametrize("name", ["bair", "kth", "cityscapes", "ucf101"])
-def test_user_datasets_say_what_to_do(name):
+@pytest.mark.parametrize("name,channels", [("bair", 3), ("kth", 1), ("cityscapes", 3),
+                                           ("ucf101", 3)])
+def test_user_datasets_say_what_to_do(name, channels, tmp_path):
   data.check_dataset_name(name)
+  missing = str(tmp_path / "absent")
   with pytest.raises(data.DatasetUnavailableError, match="data.path") as error:
-    data.make_dataset(data_section(dataset=name, path="/data/x"), image_size=64, channels=3)
-  assert isinstance(error.value, ValueError) and "configs/smmnist.py" in str(error.value)
+    data.make_dataset(data_section(dataset=name, path=missing), image_size=64, channels=channels)
+  assert isinstance(error.value, ValueError) and missing in str(error.value)
+  assert "configs/smmnist.py" in str(error.value)
 
 
 def test_unknown_dataset_and_wrong_channels():

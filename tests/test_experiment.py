@@ -44,7 +44,7 @@ def test_invalid_configs_name_the_field(overrides, field):
     experiment.validate_config(_config(**overrides), device_count=8)
 
 
-def test_user_dataset_without_reader_fails_before_compilation(tmp_path):
+def test_missing_user_dataset_fails_before_compilation(tmp_path):
   config = bair.get_config("")
   config.data.path = "/data/bair"
   with pytest.raises(DatasetUnavailableError, match="/data/bair"):

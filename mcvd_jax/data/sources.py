@@ -23,6 +23,24 @@ dataset's original files and nothing about batches. It provides:
                                     (video index, first frame) of the deterministic test clips,
                                     following the reference's construction for this dataset
 
+Optional, where a reader needs them:
+
+  item_files(root, item) -> list[str]
+                                    the files an item is decoded from, for the cache's fingerprint
+                                    (path, size, mtime). Required when an item is not a file or
+                                    directory under root (e.g. a Cityscapes snippet id); otherwise
+                                    the item's own path is used
+  IMAGE_SIZE: int                   frames exist at this size only (BAIR: 64); the registry checks
+                                    model.image_size against it
+  CACHE_NAME: str                   prefix of the cache files when one dataset has several sources
+                                    (default NAME)
+  SOURCE_DESCRIPTION: str           what the data is, for the log (default NAME)
+  resolve_root(path) -> str         the dataset directory from data.path (default: data.path,
+                                    which must exist)
+  reader_from_config(data) -> reader
+                                    module-level: pick a reader object from the config (BAIR's
+                                    original files or its tfds version; default: the module)
+
 The pipeline (decoding once into a memory-mapped cache, random training windows, flips, crops,
 the process's slice of a batch) lives in `clips.py` and `video_cache.py`.
 """
