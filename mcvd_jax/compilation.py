@@ -3,7 +3,9 @@
 On CPU, XLA's YNNPACK fusions run this UNet's convolutions about 30% slower than the Eigen
 kernels they replace (SMMNIST forward at batch 8 on 2 cores: 2.92 s with them, 2.09 s without),
 so they are switched off for our compilations only, through per-compilation options rather than
-the process-wide XLA_FLAGS.
+the process-wide XLA_FLAGS. The concurrency-optimised scheduler orders the thunks of a training
+step so that both cores stay busy: the SMMNIST training step at batch 8 went from about 8.1 s to
+7.2 s with it.
 """
 
 from __future__ import annotations
@@ -14,26 +16,32 @@ from typing import Any, Callable
 import jax
 from absl import logging
 
-_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_CPU_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "",
+    "xla_cpu_enable_concurrency_optimized_scheduler": True,
+}
 
 
 @functools.lru_cache(maxsize=None)
 def compiler_options(backend: str | None = None) -> tuple[tuple[str, Any], ...]:
   """The options for `backend` (default: jax's default backend), as a hashable tuple of pairs.
 
-  An option the installed XLA no longer knows is dropped with a warning instead of breaking
-  every compilation.
+  An option the installed XLA does not know is dropped with a warning instead of breaking every
+  compilation.
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return ()
-  try:
-    jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(1.0).compile()
-  except Exception as e:  # an XLA without this option: keep its defaults
-    logging.warning("XLA rejected the CPU compiler options %s (%s); using its defaults",
-                    _CPU_OPTIONS, e)
-    return ()
-  return tuple(_CPU_OPTIONS.items())
+  accepted = []
+  for name, value in _CPU_OPTIONS.items():
+    try:
+      jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(1.0).compile()
+    except Exception as e:  # an XLA without this option: keep its default
+      logging.warning("XLA rejected the CPU compiler option %s=%r (%s); using its default",
+                      name, value, e)
+      continue
+    accepted.append((name, value))
+  return tuple(accepted)
 
 
 def jit(fn: Callable, **kwargs) -> Callable:
