@@ -4,6 +4,7 @@
   python -m mcvd_jax.bench --models=smmnist --parts=forward --repeats=10
   python -m mcvd_jax.bench --models=smmnist --parts=train --repeats=5   # the paper's SMMNIST step
   python -m mcvd_jax.bench --parts=data    # input pipeline vs the BAIR train step's consumption
+  python -m mcvd_jax.bench --parts=fvd --batch=4 --repeats=2   # I3D features/s for FVD
 
 For each named model size: the jitted forward pass, one training update (forward + backward +
 clipping + Adam + EMA, donated state, as `train.py` runs it) and a full DDPM sampler call (median
@@ -27,7 +28,8 @@ from absl import app, flags
 
 flags.DEFINE_list("models", ["smmnist", "small"], "Named model sizes to time.")
 flags.DEFINE_list("parts", ["forward", "train", "sampler"],
-                  "What to time: forward, train, sampler (per model), data (input pipeline).")
+                  "What to time: forward, train, sampler (per model), data (input pipeline), fvd "
+                  "(I3D features of 16-frame 224x224 clips).")
 flags.DEFINE_integer("data_videos", 43_264, "data: videos in the synthetic cache (BAIR's train).")
 flags.DEFINE_integer("data_batches", 100, "data: timed train_batch calls per clip length.")
 flags.DEFINE_float("accelerator_tflops", 989.0,
@@ -215,6 +217,28 @@ def bair_step_tflop(past_frames: int) -> float:
   return float(cost["flops"])
 
 
+def bench_fvd(batch: int, repeats: int) -> dict:
+  """FVD features per second: uint8 16-frame 224x224 RGB clips through fvd.i3d_features (resize,
+  I3D logits), `batch` clips per call sharded over every device."""
+  import numpy as np
+
+  from mcvd_jax.metrics import fvd
+  params = fvd.load_i3d_params()
+  clips = np.random.default_rng(0).integers(0, 256, (batch, 16, 224, 224, 3), np.uint8)
+  start = time.perf_counter()
+  fvd.i3d_features(params, clips, batch)  # compiles; returns host arrays, so nothing is pending
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fvd.i3d_features(params, clips, batch)
+    times.append(time.perf_counter() - start)
+  median = statistics.median(times)
+  return {"clip": [16, 224, 224, 3], "batch": batch, "seconds_median": median,
+          "seconds_all": times, "first_call_seconds": compile_s, "clips_per_second": batch / median,
+          "seconds_per_clip": median / batch}
+
+
 def main(argv):
   del argv
   import jax
@@ -223,7 +247,9 @@ def main(argv):
             "jax": jax.__version__, "compiler_options": dict(compiler_options()), "results": []}
   if "data" in FLAGS.parts:
     report["data"] = bench_data(FLAGS.data_videos, FLAGS.data_batches, FLAGS.accelerator_tflops)
-  model_parts = [p for p in FLAGS.parts if p != "data"]
+  if "fvd" in FLAGS.parts:
+    report["fvd"] = bench_fvd(FLAGS.batch, FLAGS.repeats)
+  model_parts = [p for p in FLAGS.parts if p not in ("data", "fvd")]
   for name in FLAGS.models if model_parts else []:
     report["results"].append(bench_model(name, FLAGS.batch, model_parts, FLAGS.repeats,
                                          FLAGS.sampler_steps, FLAGS.sampler_repeats, FLAGS.dtype))

@@ -2,9 +2,12 @@
 
   python -m mcvd_jax.main --config=configs/smmnist.py:quick --workdir=/tmp/mcvd          # train
   python -m mcvd_jax.main --config=configs/smmnist.py:quick --workdir=/tmp/mcvd --mode=sample
+  python -m mcvd_jax.main --config=configs/smmnist.py:quick --workdir=/tmp/mcvd --mode=eval
 
-Modes: train (default; resumes from WORKDIR/checkpoints when there are any) and sample (videos of
-`sampling.task` from the newest checkpoint in the workdir, or from --checkpoint).
+Modes: train (default; resumes from WORKDIR/checkpoints when there are any), sample (videos of
+`sampling.task` from the newest checkpoint in the workdir, or from --checkpoint) and eval (the
+paper's test protocols for the config's dataset, `eval` section of the config; writes
+WORKDIR/eval_report.json and .md, and resumes an interrupted evaluation).
 """
 
 import os
@@ -30,10 +33,10 @@ _make_configs_importable(sys.argv)
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, samples, TensorBoard).")
-flags.DEFINE_enum("mode", "train", ["train", "sample"], "What to run.")
-flags.DEFINE_string("checkpoint", None, "sample mode: a converted reference checkpoint (python -m "
-                    "mcvd_jax.convert --out=DIR), or another run's workdir / checkpoints/<step> "
-                    "directory; default: the newest checkpoint in --workdir.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to run.")
+flags.DEFINE_string("checkpoint", None, "sample and eval modes: a converted reference checkpoint "
+                    "(python -m mcvd_jax.convert --out=DIR), or another run's workdir / "
+                    "checkpoints/<step> directory; default: the newest checkpoint in --workdir.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host "
                   "TPU pods and GPU clusters; arguments come from the environment).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -54,6 +57,9 @@ def main(argv):
     path = sample.sample_and_save(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
     logging.info("done: %s", path)
     print(path)
+  elif FLAGS.mode == "eval":
+    from mcvd_jax import eval_run
+    print(eval_run.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Scoring two sets of videos: best-of-N wiring, FVD by sample index, the readers and the CLI."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -43,9 +44,9 @@ def test_fvd_is_computed_per_sample_index(monkeypatch):
   from mcvd_jax.metrics import fvd
   # A stand-in feature extractor (the real I3D is tested in test_fvd.py): mean and spread of
   # every frame, enough to tell the two samples apart.
-  monkeypatch.setattr(fvd, "i3d_features", lambda params, v, bs=8: np.concatenate(
+  monkeypatch.setattr(fvd, "i3d_features", lambda params, v, bs=8, mesh=None: np.concatenate(
       [v.mean(axis=(2, 3, 4)), v.std(axis=(2, 3, 4))], axis=1).astype(np.float64))
-  real, fake = video_sets(n=6)
+  real, fake = video_sets(n=6, t=10)
   report = evaluation.evaluate_video_sets(real, fake, metrics=("fvd",), i3d_params={})
   feats = lambda v: fvd.i3d_features(None, v)  # noqa: E731
   per_sample = [fvd.frechet_distance(feats(fake[:, s]), feats(real)) for s in range(2)]
@@ -54,16 +55,45 @@ def test_fvd_is_computed_per_sample_index(monkeypatch):
   np.testing.assert_allclose(report["fvd"]["pooled"], pooled, rtol=1e-6)
 
 
+def test_future_frames_are_not_scored():
+  real, fake = video_sets(t=6)
+  fake[:, :, 4:] = 255 - real[:, None, 4:]  # the last 2 frames: given future frames, not scored
+  with_future = evaluation.evaluate_video_sets(real, fake, cond_frames=2, future_frames=2,
+                                               metrics=("mse",))
+  middle = evaluation.evaluate_video_sets(real[:, :4], fake[:, :, :4], cond_frames=2,
+                                          metrics=("mse",))
+  assert with_future["mse"] == middle["mse"] and with_future["future_frames"] == 2
+
+
 def test_evaluation_input_errors():
   real, fake = video_sets()
   with pytest.raises(ValueError, match="leave at least one"):
     evaluation.evaluate_video_sets(real, fake, cond_frames=5, metrics=("mse",))
-  with pytest.raises(ValueError, match="matching"):
+  with pytest.raises(ValueError, match="leave at least one"):
+    evaluation.evaluate_video_sets(real, fake, cond_frames=3, future_frames=2, metrics=("mse",))
+  with pytest.raises(ValueError, match="do not match: videos 3 vs 2"):
     evaluation.evaluate_video_sets(real, fake[:2], metrics=("mse",))
+  with pytest.raises(ValueError, match="do not match: frames 5 vs 4"):
+    evaluation.evaluate_video_sets(real, fake[:, :, :4], metrics=("mse",))
   with pytest.raises(ValueError, match="unknown metrics"):
     evaluation.evaluate_video_sets(real, fake, metrics=("bleu",))
-  with pytest.raises(ValueError, match="at least 2 real videos"):
-    evaluation.evaluate_video_sets(real[:1], fake[:1], metrics=("fvd",), i3d_params={})
+  with pytest.raises(ValueError, match="uint8"):
+    evaluation.evaluate_video_sets(real / 255, fake, metrics=("mse",))
+  real10, fake10 = video_sets(t=10)
+  with pytest.raises(ValueError, match="at least 2 real videos.*few hundred"):
+    evaluation.evaluate_video_sets(real10[:1], fake10[:1], metrics=("fvd",), i3d_params={})
+  with pytest.raises(ValueError, match="at least 9 frames"):
+    evaluation.evaluate_video_sets(real, fake, metrics=("fvd",), i3d_params={})
+  with pytest.raises(FileNotFoundError, match="pt_inception.*--fid_weights"):
+    evaluation.evaluate_video_sets(real, fake, metrics=("fid",))
+
+
+def test_report_json_is_strict():
+  real, fake = video_sets(n=1)  # one video: no interval (inf) -> null in JSON
+  report = evaluation.evaluate_video_sets(real, fake, cond_frames=2, metrics=("psnr",))
+  text = evaluation.to_json(report)
+  assert json.loads(text)["psnr"]["best_of_samples"]["conf95"] is None
+  assert "Infinity" not in text and "NaN" not in text
 
 
 def test_load_videos_formats_and_errors(tmp_path):
@@ -105,3 +135,47 @@ def test_evaluate_cli(tmp_path):
   wrong = subprocess.run(cmd[:5] + ["--samples_per_video=4", "--metrics=mse"], cwd=ROOT,
                          capture_output=True, text=True)
   assert wrong.returncode != 0 and "should hold 12" in wrong.stderr
+
+
+def _run_cli_in_process(*args) -> str:
+  """The CLI's main in this process (the subprocess test above covers the real entry point):
+  returns the one-line error it exits with."""
+  from absl import flags
+
+  from mcvd_jax import evaluate
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["evaluate", *args])
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      evaluate.main(["evaluate"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  return str(exit_info.value.code)
+
+
+def test_cli_bad_input_gets_one_clear_line(tmp_path):
+  real, fake = video_sets()
+  np.save(tmp_path / "real.npy", real)
+  np.save(tmp_path / "fake.npy", fake[:, 0])
+  np.save(tmp_path / "short.npy", fake[:, 0, :4])
+  np.save(tmp_path / "wide.npy", np.zeros((3, 5, 16, 20, 1), np.uint8))
+  np.save(tmp_path / "ints.npy", real.astype(np.int32) * 2)
+  (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+  r, f = f"--real={tmp_path / 'real.npy'}", f"--fake={tmp_path / 'fake.npy'}"
+  cases = [
+      ((r, f"--fake={tmp_path / 'short.npy'}", "--metrics=mse"),
+       r"shape \(5, 16, 16, 1\).*\(4, 16, 16, 1\).*must match"),
+      ((r, f"--fake={tmp_path / 'wide.npy'}", "--metrics=mse"), "must match"),
+      ((r, f"--fake={tmp_path / 'junk.npz'}"), "junk.npz: cannot read it as a NumPy file"),
+      ((r, f"--fake={tmp_path / 'ints.npy'}"), r"integer videos must be in \[0, 255\]"),
+      ((r, f"--fake={tmp_path / 'missing.npy'}"), "missing.npy: no such file"),
+      ((r, f, "--metrics=fvd"), "at least 9 frames"),
+      ((r, f, "--metrics=psnr,fid"), "pt_inception.*--fid_weights"),
+      ((r, f, "--metrics=psnr,fid", f"--fid_weights={tmp_path / 'nope.npz'}"),
+       "nope.npz does not exist"),
+      ((r, f, "--metrics=psnr", "--cond_frames=5"), "leave at least one"),
+  ]
+  for args, pattern in cases:
+    message = _run_cli_in_process(*args)
+    assert message.startswith("error: ") and "\n" not in message, message
+    assert re.search(pattern, message), (pattern, message)

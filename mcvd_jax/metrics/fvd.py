@@ -28,8 +28,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from mcvd_jax.metrics import i3d
+from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.metrics.stats import summarize
 
 RESOLUTION = 224
@@ -81,11 +83,11 @@ def _check_layout(shape: tuple[int, ...]) -> None:
                      f"{tuple(shape)}")
 
 
-@jax.jit
 def _features_batch(variables: dict, videos: jax.Array) -> jax.Array:
-  """[B, T, H, W, C] raw videos -> [B, 400] logits, preprocessing included so only uint8 crosses
-  to the device. Recompiles once per distinct (B, T, H, W, C, dtype)."""
-  return i3d.InceptionI3d().apply(variables, preprocess_for_i3d(videos))
+  """[B, T, H, W, C] raw videos -> [B, 400] logits, preprocessing included so only the raw videos
+  cross to the devices. Full float32 convolutions (no TF32/bf16 passes on GPU/TPU): a metric."""
+  with jax.default_matmul_precision("float32"):
+    return i3d.InceptionI3d().apply(variables, preprocess_for_i3d(videos))
 
 
 def _check_videos(videos: np.ndarray, name: str) -> None:
@@ -108,33 +110,23 @@ def _check_videos(videos: np.ndarray, name: str) -> None:
                      "library's [-1, 1] videos pass (x + 1) / 2)")
 
 
-def i3d_features(params: dict, videos, batch_size: int = 8) -> np.ndarray:
+def i3d_features(params: dict, videos, batch_size: int = 8, mesh: Mesh | None = None) -> np.ndarray:
   """[N, T, H, W, C] videos (uint8 or [0, 1] floats) -> [N, 400] float32 I3D logits.
 
-  Runs in batches of `batch_size`; the last batch is padded to the same size so one compilation
+  Runs in batches of `batch_size` videos (rounded up to a multiple of the device count), each
+  sharded over the devices of `mesh` (default: all); the last batch is padded so one compilation
   serves every batch.
   """
   videos = np.asarray(videos)
   _check_videos(videos, "i3d_features")
-  n = videos.shape[0]
-  bs = max(1, min(batch_size, n))
-  feats = []
-  for start in range(0, n, bs):
-    batch = videos[start:start + bs]
-    pad = bs - batch.shape[0]
-    if pad:  # Repeat the last video rather than add zeros, so the padding stays in range.
-      batch = np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)])
-    feats.append(np.asarray(_features_batch(params, batch))[:bs - pad])
-  return np.concatenate(feats)
+  return map_batches(_features_batch, params, [videos], batch_size=batch_size, mesh=mesh)
 
 
 # ------------------------------------------------------------------------------------------------
 # Fréchet distance (float64 NumPy)
 
 
-def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
-  """[N, D] features -> (mean [D], covariance [D, D]) in float64, ddof 1 as `np.cov`."""
-  feats = np.asarray(feats, np.float64)
+def _check_features(feats: np.ndarray) -> None:
   if feats.ndim != 2:
     raise ValueError(f"features must be [num_videos, dim], got shape {feats.shape}")
   if feats.shape[0] < 2:
@@ -142,7 +134,13 @@ def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
                      f"{feats.shape[0]} (and fewer than dim + 1 = {feats.shape[1] + 1} give a "
                      "rank-deficient one, so use as many as you can)")
   if not np.all(np.isfinite(feats)):
-    raise ValueError("features contain NaN or inf (check the videos and the I3D weights)")
+    raise ValueError("features contain NaN or inf (check the videos and the network weights)")
+
+
+def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
+  """[N, D] features -> (mean [D], covariance [D, D]) in float64, ddof 1 as `np.cov`."""
+  feats = np.asarray(feats, np.float64)
+  _check_features(feats)
   return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
@@ -184,22 +182,40 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def frechet_distance(feats1, feats2) -> float:
-  """Fréchet distance between Gaussians fitted to [N1, D] and [N2, D] features (N1, N2 >= 2)."""
+  """Fréchet distance between Gaussians fitted to [N1, D] and [N2, D] features (N1, N2 >= 2).
+
+  With fewer videos than feature dimensions (the usual case: 256 videos, 400 logits; or a few
+  thousand images against FID's 2048) it works in sample space, exactly: with centred features
+  A1, A2 and Σi = Aiᵀ Ai / (Ni - 1), the non-zero eigenvalues of Σ1 Σ2 are the squared singular
+  values of A1 A2ᵀ / sqrt((N1 - 1)(N2 - 1)), so tr sqrt(Σ1 Σ2) is that matrix's nuclear norm, an
+  [N1, N2] SVD instead of two [D, D] eigen-decompositions.
+  """
   f1, f2 = np.asarray(feats1), np.asarray(feats2)
   if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
     raise ValueError(f"features must be [num_videos, dim] with the same dim, got {f1.shape} and "
                      f"{f2.shape}")
-  return frechet_distance_from_stats(*feature_stats(f1), *feature_stats(f2))
+  _check_features(f1)
+  _check_features(f2)
+  (n1, d), n2 = f1.shape, f2.shape[0]
+  if min(n1, n2) > d:
+    return frechet_distance_from_stats(*feature_stats(f1), *feature_stats(f2))
+  f1, f2 = f1.astype(np.float64), f2.astype(np.float64)
+  mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+  a1, a2 = f1 - mu1, f2 - mu2
+  cross = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum() / math.sqrt((n1 - 1) * (n2 - 1))
+  diff = mu1 - mu2
+  return float(diff @ diff + np.sum(a1 * a1) / (n1 - 1) + np.sum(a2 * a2) / (n2 - 1) - 2 * cross)
 
 
 # ------------------------------------------------------------------------------------------------
 # FVD
 
 
-def fvd(params: dict, real_videos, fake_videos, batch_size: int = 8) -> float:
+def fvd(params: dict, real_videos, fake_videos, batch_size: int = 8,
+        mesh: Mesh | None = None) -> float:
   """FVD between [N, T, H, W, C] real and [M, T, H, W, C] generated videos (N, M >= 2)."""
-  real = i3d_features(params, real_videos, batch_size)
-  fake = i3d_features(params, fake_videos, batch_size)
+  real = i3d_features(params, real_videos, batch_size, mesh)
+  fake = i3d_features(params, fake_videos, batch_size, mesh)
   return frechet_distance(fake, real)
 
 
@@ -231,13 +247,14 @@ def trajectory_fvd_from_features(real_feats, fake_feats) -> TrajectoryFVD:
   return TrajectoryFVD(summary.mean, summary.std, summary.conf95, pooled, per_sample)
 
 
-def trajectory_mean_fvd(params: dict, real, fake_per_sample, batch_size: int = 8) -> TrajectoryFVD:
+def trajectory_mean_fvd(params: dict, real, fake_per_sample, batch_size: int = 8,
+                        mesh: Mesh | None = None) -> TrajectoryFVD:
   """[N, T, H, W, C] real and [S, N, T, H, W, C] generated videos (S samples per test video) ->
   TrajectoryFVD. The reference interleaves samples (`fake[i * S + s]`, read as `[s::S]`); here
   sample s of every video is `fake_per_sample[s]`. Each video's features are computed once."""
   fake = np.asarray(fake_per_sample)
   if fake.ndim != 6:
     raise ValueError(f"fake_per_sample must be [S, N, T, H, W, C], got shape {fake.shape}")
-  real_feats = i3d_features(params, real, batch_size)
-  fake_feats = i3d_features(params, fake.reshape(-1, *fake.shape[2:]), batch_size)
+  real_feats = i3d_features(params, real, batch_size, mesh)
+  fake_feats = i3d_features(params, fake.reshape(-1, *fake.shape[2:]), batch_size, mesh)
   return trajectory_fvd_from_features(real_feats, fake_feats.reshape(*fake.shape[:2], -1))

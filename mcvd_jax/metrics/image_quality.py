@@ -13,6 +13,8 @@ All functions take [N, T, H, W, C] float arrays in [0, 1] and return [N] values.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,7 @@ def _check_pair(real: jax.Array, fake: jax.Array) -> None:
     raise ValueError(f"videos must be [N, T, H, W, C] with C = 1 or 3, got {real.shape}")
 
 
+@jax.jit
 def video_mse(real: jax.Array, fake: jax.Array) -> jax.Array:
   """[N, T, H, W, C] x2 in [0, 1] -> [N]: per-frame MSE averaged over the frames."""
   _check_pair(real, fake)
@@ -89,6 +92,7 @@ def ssim_grey(a: jax.Array, b: jax.Array, data_range: float = 255.0) -> jax.Arra
   return jnp.mean(ssim_map, axis=(1, 2))
 
 
+@functools.partial(jax.jit, static_argnames="binarize")
 def video_ssim(real: jax.Array, fake: jax.Array, binarize: bool = False) -> jax.Array:
   """[N, T, H, W, C] x2 in [0, 1] -> [N]: SSIM of each frame pair's grey images, averaged over
   the frames. binarize=True rounds frames to {0, 1} first (Stochastic Moving MNIST)."""

@@ -28,7 +28,9 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.metrics.weight_files import package_file, read_array_pickle
 
 # LPIPS v0.1 input scaling: maps [-1, 1] roughly onto ImageNet-normalised values.
@@ -88,6 +90,15 @@ def _check_images(x: jax.Array, y: jax.Array) -> None:
   if x.ndim != 4 or x.shape[-1] not in (1, 3):
     raise ValueError(f"LPIPS images must be [N, H, W, C] with C = 1 or 3 (channels-last), got "
                      f"shape {x.shape}")
+
+
+def _check_inputs(params: dict, x, y, resize_to: int | None) -> None:
+  _check_images(x, y)
+  (net, _), = params.items()
+  side = min(x.shape[1:3]) if resize_to is None else resize_to
+  if side < _MIN_SIZE[net]:
+    raise ValueError(f"LPIPS-{net} needs images of at least {_MIN_SIZE[net]} pixels a side after "
+                     f"resizing, got {x.shape[1:3] if resize_to is None else resize_to}")
 
 
 def _round_half_up(v: jax.Array) -> jax.Array:
@@ -195,12 +206,7 @@ def lpips(params: dict, x: jax.Array, y: jax.Array, resize_to: int | None = 128,
   Returns:
     [N] float32 distances, >= 0 (0 for identical images, about 0.1-0.7 for real image pairs).
   """
-  _check_images(x, y)
-  (net, _), = params.items()
-  side = min(x.shape[1:3]) if resize_to is None else resize_to
-  if side < _MIN_SIZE[net]:
-    raise ValueError(f"LPIPS-{net} needs images of at least {_MIN_SIZE[net]} pixels a side after "
-                     f"resizing, got {x.shape[1:3] if resize_to is None else resize_to}")
+  _check_inputs(params, x, y, resize_to)
   return _lpips_compiled(params, x, y, resize_to, quantize)
 
 
@@ -210,3 +216,25 @@ def _lpips_compiled(params: dict, x: jax.Array, y: jax.Array, resize_to: int | N
   # Compiled as one program: op-by-op eager dispatch of the backbone is many times slower.
   return lpips_from_reference_input(params, to_reference_input(x, resize_to, quantize),
                                     to_reference_input(y, resize_to, quantize))
+
+
+@functools.lru_cache(maxsize=None)
+def _pairs_fn(resize_to: int | None, quantize: bool):
+  """The per-batch function of `lpips_in_batches` for one setting (one object per setting, so the
+  sharded map compiles it once)."""
+
+  def pairs(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    return _lpips_compiled(params, x, y, resize_to, quantize)
+
+  return pairs
+
+
+def lpips_in_batches(params: dict, x, y, *, resize_to: int | None = 128, quantize: bool = True,
+                     batch_size: int = 64, mesh=None) -> np.ndarray:
+  """`lpips` over many image pairs: host arrays [N, H, W, C] in [-1, 1] -> [N] float32 NumPy,
+  computed `batch_size` pairs at a time (rounded up to a multiple of the device count), each batch
+  sharded over the devices of `mesh` (default: all; see metrics.sharded)."""
+  x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+  _check_inputs(params, x, y, resize_to)
+  return map_batches(_pairs_fn(resize_to, quantize), params, [x, y], batch_size=batch_size,
+                     mesh=mesh)

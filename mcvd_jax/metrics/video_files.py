@@ -1,7 +1,7 @@
 """Reading sets of videos for evaluation: .npy / .npz arrays or a folder of GIF / MP4 files.
 
-Every reader returns uint8 [N, T, H, W, C] with C in {1, 3}, or raises an error that names the
-file and what is wrong with it.
+Every reader returns uint8 [N, T, H, W, C] (images: [N, H, W, C]) with C in {1, 3}, or raises an
+error that names the file and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,27 @@ def _as_uint8_videos(array: np.ndarray, source: str) -> np.ndarray:
   if array.ndim != 5 or array.shape[-1] not in (1, 3):
     raise ValueError(f"{source}: expected videos [N, T, H, W, C] with C = 1 or 3, got shape "
                      f"{array.shape}")
+  if array.shape[0] == 0:
+    raise ValueError(f"{source}: holds no videos (shape {array.shape})")
+  return _to_uint8(array, source, "videos")
+
+
+def _to_uint8(array: np.ndarray, source: str, what: str) -> np.ndarray:
+  """uint8 as is; other integers if within 0..255; floats if finite and within [0, 1]."""
   if array.dtype == np.uint8:
     return array
+  if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+    lo, hi = int(array.min()), int(array.max())
+    if lo < 0 or hi > 255:
+      raise ValueError(f"{source}: integer {what} must be in [0, 255], found values in [{lo}, "
+                       f"{hi}]")
+    return array.astype(np.uint8)
   if np.issubdtype(array.dtype, np.floating):
     if not np.all(np.isfinite(array)):
       raise ValueError(f"{source}: contains NaN or infinite values")
     lo, hi = float(array.min()), float(array.max())
     if lo < 0.0 or hi > 1.0:
-      raise ValueError(f"{source}: float videos must be in [0, 1], found values in [{lo:.3g}, "
+      raise ValueError(f"{source}: float {what} must be in [0, 1], found values in [{lo:.3g}, "
                        f"{hi:.3g}]; save uint8 [0, 255] frames or rescale")
     return np.round(array * 255.0).astype(np.uint8)
   raise ValueError(f"{source}: unsupported dtype {array.dtype}; use uint8 [0, 255] or float [0, 1]")
@@ -95,3 +108,44 @@ def load_videos(path: str) -> np.ndarray:
   if path.lower().endswith(VIDEO_SUFFIXES):
     return _as_uint8_videos(_read_video_file(path)[None], path)
   raise ValueError(f"{path}: unknown format; use .npy, .npz or a folder of GIF/MP4 files")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _read_image(path: str) -> np.ndarray:
+  try:
+    with Image.open(path) as image:
+      array = np.asarray(image.convert("L" if image.mode in ("L", "1", "I;16") else "RGB"))
+  except Exception as e:
+    raise ValueError(f"{path}: cannot decode this image ({e})") from e
+  return array[..., None] if array.ndim == 2 else array
+
+
+def load_images(path: str) -> np.ndarray:
+  """A .npy/.npz file of images ([N, H, W(, C)], uint8 or float in [0, 1]) or a folder of image
+  files -> uint8 [N, H, W, C] (for FID)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such file or folder")
+  if os.path.isdir(path):
+    files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+      raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    images = [_read_image(os.path.join(path, f)) for f in files]
+    shapes = {i.shape for i in images}
+    if len(shapes) > 1:
+      raise ValueError(f"{path}: the images differ in shape ({sorted(shapes)[:3]}...); resize "
+                       f"them to one size first")
+    array = np.stack(images)
+  elif path.endswith((".npy", ".npz")):
+    array = _read_array_file(path)
+  else:
+    raise ValueError(f"{path}: unknown format; use .npy, .npz or a folder of PNG/JPEG files")
+  if array.ndim == 3:
+    array = array[..., None]
+  if array.ndim != 4 or array.shape[-1] not in (1, 3):
+    raise ValueError(f"{path}: expected images [N, H, W, C] with C = 1 or 3, got shape "
+                     f"{array.shape}")
+  if array.shape[0] == 0:
+    raise ValueError(f"{path}: holds no images")
+  return _to_uint8(array, path, "images")
