@@ -165,3 +165,17 @@ def test_blocks_match_pytorch_functional_ops(variables):
     x = rng.normal(size=(2, 9, 7, channels)).astype(np.float32)
     want = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(ours(module, name, x), want, rtol=2e-4, atol=2e-4, err_msg=name)
+
+
+@pytest.mark.slow
+def test_frame_fid_in_the_video_evaluation(variables):
+  from mcvd_jax.metrics import evaluation
+  rng = np.random.default_rng(5)
+  real = rng.integers(0, 256, (2, 3, 16, 16, 1), np.uint8)
+  fake = rng.integers(0, 256, (2, 1, 3, 16, 16, 1), np.uint8)
+  report = evaluation.evaluate_video_sets(real, fake, cond_frames=1, metrics=("fid",),
+                                          fid_params=variables)
+  frames = lambda v: v[..., 1:, :, :, :].reshape(-1, 16, 16, 1)  # noqa: E731  the scored frames
+  assert report["fid"]["value"] == pytest.approx(fid.fid(variables, frames(real), frames(fake)),
+                                                 rel=1e-5)
+  assert report["fid"]["num_real_frames"] == report["fid"]["num_fake_frames"] == 4

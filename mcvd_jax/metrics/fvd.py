@@ -8,9 +8,10 @@ The reference (`voletiv/mcvd-pytorch`, `models/fvd/fvd.py`, taken from StyleGAN-
   4. features = the I3D's 400 Kinetics logits (pre-softmax);
 and then the Fréchet distance between Gaussians fitted to the two feature sets (mean, `np.cov`
 with ddof 1, `scipy.linalg.sqrtm` of the covariance product). Here everything before the
-statistics runs in one jitted function per batch; the statistics run in float64 NumPy with an
-eigen-decomposition square root, which, unlike `sqrtm` of a non-symmetric product, stays real and
-accurate for the rank-deficient covariances that fewer than 401 videos give.
+statistics runs in one jitted function per batch, sharded over the devices; the statistics run in
+float64 NumPy, exactly and without `sqrtm` of a non-symmetric product (which can turn complex):
+with fewer videos than dimensions (256 < 400) as an SVD in sample space, otherwise with symmetric
+eigen-decompositions (see `frechet_distance`).
 
 What the caller does, as the reference: the conditioning frames are prepended (and, for
 interpolation, the future frames appended) to BOTH the real and the generated clips before FVD, so a
