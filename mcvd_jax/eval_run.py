@@ -260,13 +260,15 @@ def sample_batch(sampler: Callable, params: Any, p: protocols.Protocol, cfg: UNe
 # Batches on disk
 
 
-def _fingerprint(config: Any, p: protocols.Protocol, settings: Settings, source: str) -> dict:
-  """What a protocol's batch files depend on; compared on resume."""
+def _fingerprint(config: Any, p: protocols.Protocol, settings: Settings, source: str,
+                 diffusion: Any) -> dict:
+  """What a protocol's batch files depend on; compared on resume. diffusion: the section the
+  weights use (a converted checkpoint's schedule)."""
   sampling = {k: v for k, v in config.sampling.to_dict().items()
               if k not in ("task", "num_frames", "batch_size")}  # sample mode's, unused here
   fields = {"protocol": dataclasses.asdict(p), "batch_size": settings.batch_size,
             "checkpoint": source, "seed": config.seed, "model": config.model.to_dict(),
-            "diffusion": config.diffusion.to_dict(), "sampling": sampling,
+            "diffusion": diffusion.to_dict(), "sampling": sampling,
             "data": {k: v for k, v in config.data.to_dict().items()
                      if k not in ("path", "cache_dir", "mnist_path")}}  # where, not what
   return json.loads(json.dumps(fields, sort_keys=True, default=list))
@@ -347,7 +349,8 @@ def run_protocol(ctx: Context, p: protocols.Protocol) -> dict:
   """Samples, scores (batch by batch, resuming) and summarises one protocol -> its report."""
   writer = jax.process_index() == 0
   directory = os.path.join(ctx.workdir, "eval", p.name)
-  _check_or_write_meta(directory, _fingerprint(ctx.config, p, ctx.settings, ctx.source), writer)
+  fingerprint = _fingerprint(ctx.config, p, ctx.settings, ctx.source, ctx.diffusion)
+  _check_or_write_meta(directory, fingerprint, writer)
   clips = np.asarray(ctx.dataset.test_videos(p.clip_frames, p.num_test_videos))
   key = protocol_key(ctx.config.seed, p.name)
   sampler = video_sampler(ctx.cfg, ctx.diffusion, ctx.config.sampling, _horizon(p, ctx.cfg))
