@@ -22,6 +22,8 @@ PROTOCOL = "smmnist_pred_5to10"
 def tiny_config():
   config = smmnist.get_config("tiny")
   config.model.num_frames_cond = 5  # the SMMNIST protocol conditions on 5 past frames
+  # An even smaller network than `tiny`'s: one resolution, no attention (compiles in seconds).
+  config.model.ch_mult, config.model.attn_resolutions, config.model.ngf = (1,), (), 8
   config.sampling.subsample = 2
   config.eval.protocols = PROTOCOL
   config.eval.num_test_videos = 3
