@@ -50,8 +50,8 @@ class ClipDataset:
   _eligible: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
   def __post_init__(self):
-    _check_count("model.image_size", self.image_size)
-    _check_count("data.test_videos", self.num_test_videos)
+    sources.check_count("model.image_size", self.image_size)
+    sources.check_count("data.test_videos", self.num_test_videos)
 
   @classmethod
   def from_config(cls, data: Any, reader: Any, image_size: int) -> ClipDataset:
@@ -112,16 +112,8 @@ class ClipDataset:
     [batch_size // process_count, num_frames, image_size, image_size, C] in [0, 255]. The global
     batch is a pure function of (seed, step, batch_size, num_frames); process slices concatenate
     to it whatever the process count."""
-    _check_seed("seed", seed)
-    _check_seed("step", step)
-    _check_count("batch_size", batch_size)
-    _check_count("num_frames", num_frames)
-    _check_count("process_count", process_count)
-    if batch_size % process_count:
-      raise ValueError(f"training.batch_size ({batch_size}) must be divisible by the process "
-                       f"count ({process_count})")
-    if not 0 <= process_index < process_count:
-      raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    mine = sources.process_slice(seed, step, batch_size, num_frames, process_index,
+                                 process_count)
     split = self.split("train")
     eligible = self._eligible_videos(num_frames)
     h, w = split.frames.shape[1:3]
@@ -135,8 +127,6 @@ class ClipDataset:
     col = rng.integers(0, w - s + 1, batch_size)
     if not self.reader.TRAIN_FLIP:
       flip[:] = False
-    mine = slice(process_index * (batch_size // process_count),
-                 (process_index + 1) * (batch_size // process_count))
     return _gather(split, video[mine], first[mine], num_frames, row[mine], col[mine], s,
                    flip[mine])
 
@@ -145,8 +135,8 @@ class ClipDataset:
     [num_videos or data.test_videos, num_frames, image_size, image_size, C] in [0, 255],
     centre-cropped, never flipped. Identical across calls and runs."""
     num_videos = self.num_test_videos if num_videos is None else num_videos
-    _check_count("num_videos", num_videos)
-    _check_count("num_frames", num_frames)
+    sources.check_count("num_videos", num_videos)
+    sources.check_count("num_frames", num_frames)
     split = self.split("test")
     if split.lengths.max() < num_frames:
       raise ValueError(f"data.dataset={self.reader.NAME!r}: test clips of {num_frames} frames "
@@ -202,14 +192,3 @@ def check_root(reader: Any, path: str) -> str:
         f"there or point data.path at it (or train on the embedded Stochastic Moving MNIST with "
         f"configs/smmnist.py).\n{reader.LAYOUT}")
   return path
-
-
-def _check_count(name: str, value: int) -> None:
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_seed(name: str, value: int) -> None:
-  """numpy seeds must be non-negative integers."""
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-    raise ValueError(f"{name} must be a non-negative integer, got {value!r}")

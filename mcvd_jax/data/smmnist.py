@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from mcvd_jax.data import mnist_digits
+from mcvd_jax.data import sources
 
 MAX_SPEED = 4  # pixels per frame on each axis; the reference draws randint(-4, 5)
 REFERENCE_STEP_LENGTH = 0.1
@@ -139,8 +140,8 @@ def render(glyphs: np.ndarray, trajectories: Trajectories, image_size: int) -> n
 
 def check_geometry(image_size: int, digit_size: int, num_digits: int, step_length: float) -> None:
   """ValueError naming the config field when the canvas cannot hold the process."""
-  _check_count("data.num_digits", num_digits)
-  _check_count("data.digit_size", digit_size)
+  sources.check_count("data.num_digits", num_digits)
+  sources.check_count("data.digit_size", digit_size)
   if not isinstance(image_size, (int, np.integer)) or digit_size >= image_size:
     raise ValueError(f"data.digit_size ({digit_size}) must be smaller than model.image_size "
                      f"({image_size}): digits start at random positions in the free space")
@@ -150,11 +151,6 @@ def check_geometry(image_size: int, digit_size: int, num_digits: int, step_lengt
         f"(up to {MAX_SPEED} per frame per axis) as the reference does; the reference takes "
         f"step_length but never uses it (only its deterministic MovingMNIST does). Leave it at "
         f"{REFERENCE_STEP_LENGTH}.")
-
-
-def _check_count(name: str, value: int) -> None:
-  if not isinstance(value, (int, np.integer)) or value <= 0:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def generate_videos(digits: np.ndarray, rng: np.random.Generator, num_videos: int,
@@ -168,8 +164,8 @@ def generate_videos(digits: np.ndarray, rng: np.random.Generator, num_videos: in
   and with return_trajectories=True also their `Trajectories`.
   """
   check_geometry(image_size, digit_size, num_digits, step_length)
-  _check_count("num_videos", num_videos)
-  _check_count("num_frames", num_frames)
+  sources.check_count("num_videos", num_videos)
+  sources.check_count("num_frames", num_frames)
   free = image_size - digit_size
   motion = draw_motion(rng, num_videos, num_frames, num_digits, len(digits), free)
   return _videos(digits, motion, image_size, digit_size, return_trajectories)
@@ -207,8 +203,8 @@ class SMMNIST:
 
   def __post_init__(self):
     check_geometry(self.image_size, self.digit_size, self.num_digits, self.step_length)
-    _check_count("data.test_videos", self.num_test_videos)
-    _check_seed("data.test_seed", self.test_seed)
+    sources.check_count("data.test_videos", self.num_test_videos)
+    sources.check_seed("data.test_seed", self.test_seed)
 
   @classmethod
   def from_config(cls, data, image_size: int) -> SMMNIST:
@@ -244,38 +240,23 @@ class SMMNIST:
     [batch_size // process_count, num_frames, H, W, 1]. The global batch is a pure function of
     (seed, step, batch_size, num_frames); the process slices concatenate to it, whatever the
     process count."""
-    _check_seed("seed", seed)
-    _check_seed("step", step)
-    _check_count("batch_size", batch_size)
-    _check_count("num_frames", num_frames)
-    _check_count("process_count", process_count)
-    if batch_size % process_count:
-      raise ValueError(f"training.batch_size ({batch_size}) must be divisible by the process "
-                       f"count ({process_count})")
-    if not 0 <= process_index < process_count:
-      raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
-    per_process = batch_size // process_count
+    mine = sources.process_slice(seed, step, batch_size, num_frames, process_index,
+                                 process_count)
     # The draws of the whole global batch cost ~0.2 ms per 64 videos; only this process's slice
     # is simulated and drawn.
     motion = draw_motion(np.random.default_rng([_TRAIN, seed, step]), batch_size, num_frames,
                          self.num_digits, len(self._train_glyphs),
                          self.image_size - self.digit_size)
-    motion = slice_motion(motion, process_index * per_process, (process_index + 1) * per_process)
+    motion = slice_motion(motion, mine.start, mine.stop)
     return _videos(self._train_glyphs, motion, self.image_size, self.digit_size)
 
   def test_videos(self, num_frames: int, num_videos: int | None = None) -> np.ndarray:
     """The fixed test set, from test digits only: uint8 [num_videos or data.test_videos,
     num_frames, H, W, 1]. Identical across calls and runs; fewer videos give a prefix."""
     num_videos = self.num_test_videos if num_videos is None else num_videos
-    _check_count("num_videos", num_videos)
-    _check_count("num_frames", num_frames)
+    sources.check_count("num_videos", num_videos)
+    sources.check_count("num_frames", num_frames)
     motion = _per_video_motion((_TEST, self.test_seed), 0, num_videos, num_frames,
                                self.num_digits, len(self._test_glyphs),
                                self.image_size - self.digit_size)
     return _videos(self._test_glyphs, motion, self.image_size, self.digit_size)
-
-
-def _check_seed(name: str, value: int) -> None:
-  """numpy seeds must be non-negative integers."""
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-    raise ValueError(f"{name} must be a non-negative integer, got {value!r}")

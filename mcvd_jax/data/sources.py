@@ -74,6 +74,35 @@ class CorruptFileError(ValueError):
     self.reason = reason
 
 
+def check_count(name: str, value: int) -> None:
+  """ValueError naming `name` unless value is a positive integer."""
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_seed(name: str, value: int) -> None:
+  """ValueError naming `name` unless value is a non-negative integer (what numpy seeds accept)."""
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+    raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def process_slice(seed: int, step: int, batch_size: int, num_frames: int, process_index: int,
+                  process_count: int) -> slice:
+  """Checks a `train_batch` request and returns this process's rows of the global batch."""
+  check_seed("seed", seed)
+  check_seed("step", step)
+  check_count("batch_size", batch_size)
+  check_count("num_frames", num_frames)
+  check_count("process_count", process_count)
+  if batch_size % process_count:
+    raise ValueError(f"training.batch_size ({batch_size}) must be divisible by the process "
+                     f"count ({process_count})")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+  per_process = batch_size // process_count
+  return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
 def check_split(split: str) -> None:
   if split not in SPLITS:
     raise ValueError(f"split {split!r} is not one of {SPLITS}")
