@@ -33,7 +33,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from mcvd_jax.metrics import inception
-from mcvd_jax.metrics.fvd import frechet_distance
+from mcvd_jax.metrics.fvd import check_pixel_values, frechet_distance
 from mcvd_jax.metrics.sharded import map_batches
 
 RESOLUTION = 299
@@ -104,13 +104,7 @@ def check_images(images: np.ndarray, name: str) -> None:
     raise ValueError(f"{name}: FID fits a Gaussian to 2048-d features and needs at least 2 "
                      f"images (thousands for a meaningful value; 50,000 is usual), got "
                      f"{images.shape[0]}")
-  if images.dtype == np.uint8:
-    return
-  if not np.issubdtype(images.dtype, np.floating):
-    raise ValueError(f"{name}: images must be uint8 [0, 255] or float [0, 1], got {images.dtype}")
-  lo, hi = float(np.min(images)), float(np.max(images))
-  if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-3 or hi > 1 + 1e-3:
-    raise ValueError(f"{name}: float images must be finite and in [0, 1], got [{lo:.3g}, {hi:.3g}]")
+  check_pixel_values(images, name, "images")
 
 
 def preprocess_for_inception(images: jax.Array, size: int = RESOLUTION) -> jax.Array:

@@ -99,16 +99,22 @@ def _check_videos(videos: np.ndarray, name: str) -> None:
   if videos.shape[1] < i3d.MIN_FRAMES:
     raise ValueError(f"{name}: I3D needs clips of at least {i3d.MIN_FRAMES} frames, got "
                      f"{videos.shape[1]} (the reference computes FVD only for >= 10 frames)")
-  if videos.dtype == np.uint8:
+  check_pixel_values(videos, name, "videos")
+
+
+def check_pixel_values(array: np.ndarray, name: str, what: str) -> None:
+  """ValueError naming `name` unless `array` is uint8, or float, finite and within [0, 1]
+  (a rounding margin of 1e-3 allowed). `what`: "videos" or "images", for the message."""
+  if array.dtype == np.uint8:
     return
-  if not np.issubdtype(videos.dtype, np.floating):
-    raise ValueError(f"{name}: videos must be uint8 [0, 255] or float [0, 1], got {videos.dtype}")
-  lo, hi = float(np.min(videos)), float(np.max(videos))
+  if not np.issubdtype(array.dtype, np.floating):
+    raise ValueError(f"{name}: {what} must be uint8 [0, 255] or float [0, 1], got {array.dtype}")
+  lo, hi = float(np.min(array)), float(np.max(array))
   if not (np.isfinite(lo) and np.isfinite(hi)):
-    raise ValueError(f"{name}: videos contain NaN or inf")
+    raise ValueError(f"{name}: {what} contain NaN or inf")
   if lo < -1e-3 or hi > 1 + 1e-3:
-    raise ValueError(f"{name}: float videos must be in [0, 1], got [{lo:.3g}, {hi:.3g}] (for the "
-                     "library's [-1, 1] videos pass (x + 1) / 2)")
+    raise ValueError(f"{name}: float {what} must be in [0, 1], got [{lo:.3g}, {hi:.3g}] (for the "
+                     f"library's [-1, 1] {what} pass (x + 1) / 2)")
 
 
 def i3d_features(params: dict, videos, batch_size: int = 8, mesh: Mesh | None = None) -> np.ndarray:

@@ -84,16 +84,19 @@ def _read_video_file(path: str) -> np.ndarray:
   return video
 
 
-def _read_folder(path: str) -> np.ndarray:
-  files = sorted(f for f in os.listdir(path) if f.lower().endswith(VIDEO_SUFFIXES))
+def _read_folder(path: str, suffixes: tuple[str, ...], read_one, what: str,
+                 same_shape_hint: str) -> np.ndarray:
+  """Every file of `path` ending in one of `suffixes` (sorted by name), read with `read_one` and
+  stacked; clear errors for an empty folder or files of different shapes."""
+  files = sorted(f for f in os.listdir(path) if f.lower().endswith(suffixes))
   if not files:
-    raise ValueError(f"{path}: no video files ({', '.join(VIDEO_SUFFIXES)}) in this folder")
-  videos = [_read_video_file(os.path.join(path, f)) for f in files]
-  shapes = {v.shape for v in videos}
+    raise ValueError(f"{path}: no {what} files ({', '.join(suffixes)}) in this folder")
+  items = [read_one(os.path.join(path, f)) for f in files]
+  shapes = {item.shape for item in items}
   if len(shapes) > 1:
-    raise ValueError(f"{path}: the videos differ in shape ({sorted(shapes)[:3]}...); they must "
-                     f"all have the same number of frames and size")
-  return np.stack(videos)
+    raise ValueError(f"{path}: the {what}s differ in shape ({sorted(shapes)[:3]}...); "
+                     f"{same_shape_hint}")
+  return np.stack(items)
 
 
 def load_videos(path: str) -> np.ndarray:
@@ -102,7 +105,9 @@ def load_videos(path: str) -> np.ndarray:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such file or folder")
   if os.path.isdir(path):
-    return _as_uint8_videos(_read_folder(path), path)
+    return _as_uint8_videos(_read_folder(path, VIDEO_SUFFIXES, _read_video_file, "video",
+                                         "they must all have the same number of frames and "
+                                         "size"), path)
   if path.endswith((".npy", ".npz")):
     return _as_uint8_videos(_read_array_file(path), path)
   if path.lower().endswith(VIDEO_SUFFIXES):
@@ -128,15 +133,8 @@ def load_images(path: str) -> np.ndarray:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such file or folder")
   if os.path.isdir(path):
-    files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
-    if not files:
-      raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    images = [_read_image(os.path.join(path, f)) for f in files]
-    shapes = {i.shape for i in images}
-    if len(shapes) > 1:
-      raise ValueError(f"{path}: the images differ in shape ({sorted(shapes)[:3]}...); resize "
-                       f"them to one size first")
-    array = np.stack(images)
+    array = _read_folder(path, IMAGE_SUFFIXES, _read_image, "image",
+                         "resize them to one size first")
   elif path.endswith((".npy", ".npz")):
     array = _read_array_file(path)
   else:
