@@ -51,15 +51,28 @@ MODEL_SIZES = {
 }
 
 
+def _minor_page_faults() -> int | None:
+  """Minor page faults of this process so far (None where `resource` does not exist)."""
+  try:
+    import resource
+  except ImportError:
+    return None
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _timed(fn, repeats):
+  """(median seconds, all seconds, minor page faults per call or None) of `repeats` timed calls."""
   import jax
   jax.block_until_ready(fn())  # warm-up (compilation happened before)
   times = []
+  faults_before = _minor_page_faults()
   for _ in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
-  return statistics.median(times), times
+  faults_after = _minor_page_faults()
+  faults = None if faults_before is None else (faults_after - faults_before) / repeats
+  return statistics.median(times), times, faults
 
 
 def _gflop(compiled) -> float | None:
@@ -100,8 +113,9 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
   forward_compile_s = time.perf_counter() - start
   forward_gflop = _gflop(forward)
   if "forward" in parts:
-    median, times = _timed(lambda: forward(params, x, labels, cond), repeats)
+    median, times, faults = _timed(lambda: forward(params, x, labels, cond), repeats)
     result["forward"] = {"seconds_median": median, "seconds_all": times,
+                         "page_faults_per_call": faults,
                          "compile_seconds": forward_compile_s,
                          "frames_per_second": batch * cfg.num_frames / median,
                          "gflop_per_call": forward_gflop,
@@ -113,7 +127,7 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
     start = time.perf_counter()
     compiled = jit(sampler.sample).lower(params, x, cond, keys[2]).compile()
     compile_s = time.perf_counter() - start
-    median, times = _timed(lambda: compiled(params, x, cond, keys[2]), sampler_repeats)
+    median, times, _ = _timed(lambda: compiled(params, x, cond, keys[2]), sampler_repeats)
     # XLA's cost analysis counts a scan body once: count the network calls instead.
     network_calls = len(sampler.labels) + 1
     gflop = forward_gflop * network_calls if forward_gflop else None
@@ -159,8 +173,9 @@ def bench_train_step(cfg, params, batch: int, repeats: int) -> dict:
     holder[0], metrics = compiled(holder[0], videos)
     return metrics["loss"]
 
-  median, times = _timed(one_update, repeats)
+  median, times, faults = _timed(one_update, repeats)
   return {"seconds_median": median, "seconds_all": times, "compile_seconds": compile_s,
+          "page_faults_per_call": faults,
           "frames_per_second": batch * cfg.num_frames / median, "gflop_per_call": gflop,
           "gflop_per_second": gflop / median if gflop else None}
 
@@ -241,10 +256,13 @@ def bench_fvd(batch: int, repeats: int) -> dict:
 
 def main(argv):
   del argv
+  from mcvd_jax.host_memory import keep_freed_host_memory
+  kept = keep_freed_host_memory()  # before jax's first computation (see host_memory)
   import jax
   from mcvd_jax.compilation import compiler_options
   report = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-            "jax": jax.__version__, "compiler_options": dict(compiler_options()), "results": []}
+            "jax": jax.__version__, "compiler_options": dict(compiler_options()),
+            "keep_freed_host_memory": kept, "results": []}
   if "data" in FLAGS.parts:
     report["data"] = bench_data(FLAGS.data_videos, FLAGS.data_batches, FLAGS.accelerator_tflops)
   if "fvd" in FLAGS.parts:

@@ -59,6 +59,8 @@ def _evaluate() -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from mcvd_jax.host_memory import keep_freed_host_memory
+  keep_freed_host_memory()  # before jax's first computation (see host_memory)
   from mcvd_jax.metrics.evaluation import markdown_table, to_json
   try:
     report = _evaluate()

@@ -46,6 +46,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from mcvd_jax.host_memory import keep_freed_host_memory
+  keep_freed_host_memory()  # before jax's first computation (see host_memory)
   if FLAGS.distributed:
     import jax
     jax.distributed.initialize()
