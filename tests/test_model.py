@@ -35,20 +35,51 @@ def correlate2d(x, k, pad):
   return out
 
 
+def direct_fir_down(x):
+  return correlate2d(x, FIR, ((1, 1), (1, 1)))[::2, ::2]
+
+
+def direct_fir_up(x):
+  up = np.zeros((2 * x.shape[0], 2 * x.shape[1]))
+  up[::2, ::2] = x  # zeros inserted after each sample
+  return correlate2d(up, 4 * FIR, ((2, 1), (2, 1)))
+
+
 def test_fir_downsample_matches_direct_filter():
   x = np.random.default_rng(0).normal(size=(1, 8, 6, 1))
   ours = np.asarray(fir_downsample(jnp.asarray(x, jnp.float32)))[0, ..., 0]
-  direct = correlate2d(x[0, ..., 0], FIR, ((1, 1), (1, 1)))[::2, ::2]
+  direct = direct_fir_down(x[0, ..., 0])
   np.testing.assert_allclose(ours, direct, atol=1e-5)
 
 
 def test_fir_upsample_matches_direct_filter():
   x = np.random.default_rng(1).normal(size=(1, 4, 5, 1))
-  up = np.zeros((8, 10))
-  up[::2, ::2] = x[0, ..., 0]  # zeros inserted after each sample
-  direct = correlate2d(up, 4 * FIR, ((2, 1), (2, 1)))
+  direct = direct_fir_up(x[0, ..., 0])
   ours = np.asarray(fir_upsample(jnp.asarray(x, jnp.float32)))[0, ..., 0]
   np.testing.assert_allclose(ours, direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("ours, direct, shape", [(fir_downsample, direct_fir_down, (6, 4)),
+                                                 (fir_upsample, direct_fir_up, (3, 5))])
+def test_fir_gradients_are_the_transposed_filters(ours, direct, shape):
+  # The filters are linear, y = A x: build A column by column from the direct filters, then the
+  # custom VJPs must give A^T g.
+  columns = []
+  for i in range(np.prod(shape)):
+    basis = np.zeros(np.prod(shape))
+    basis[i] = 1.0
+    columns.append(direct(basis.reshape(shape)).ravel())
+  matrix = np.stack(columns, axis=1)
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(1, *shape, 1)), jnp.float32)
+  y, vjp = jax.vjp(ours, x)
+  g = np.random.default_rng(4).normal(size=y.shape).astype(np.float32)
+  (ours_grad,) = vjp(jnp.asarray(g))
+  np.testing.assert_allclose(np.asarray(ours_grad).ravel(), matrix.T @ g.ravel(), atol=1e-5)
+
+
+def test_fir_downsample_rejects_odd_sizes():
+  with pytest.raises(ValueError, match="even height and width"):
+    fir_downsample(jnp.zeros((1, 6, 5, 1)))
 
 
 def test_group_norm_matches_numpy():
