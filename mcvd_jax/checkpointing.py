@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -30,6 +30,25 @@ def state_to_dict(state: TrainState) -> dict:
 def abstract_like(tree: Any) -> Any:
   """Shape/dtype/sharding stand-ins of a pytree of arrays (or of ShapeDtypeStructs)."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def check_same_parameters(saved: Any, expected: Any) -> None:
+  """Raises ValueError naming the differences when two parameter trees (arrays, ShapeDtypeStructs
+  or checkpoint metadata: anything with .shape) differ in names or shapes."""
+  def shapes(tree):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
+  saved, expected = shapes(saved), shapes(expected)
+  missing = sorted(set(expected) - set(saved))
+  unexpected = sorted(set(saved) - set(expected))
+  reshaped = sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k])
+  if not (missing or unexpected or reshaped):
+    return
+  parts = [f"{name} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+           for name, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+  parts += [f"{k}: saved {saved[k]}, model {expected[k]}" for k in reshaped[:3]]
+  raise ValueError("the checkpoint's parameters do not fit the model config (" + "; ".join(parts)
+                   + "); use the model config the checkpoint was trained with")
 
 
 class Checkpointer:
@@ -66,6 +85,26 @@ class Checkpointer:
         meta=ocp.args.JsonRestore()))
     return TrainState(**restored["state"]), dict(restored["meta"])
 
+  def restore_ema(self, step: int, abstract_params: Any) -> Any:
+    """Only the EMA parameters saved at `step`, laid out as `abstract_params` (a pytree of
+    ShapeDtypeStructs with shardings). A partial read: the raw parameters and the optimizer's
+    moments (two thirds of the bytes) stay on disk, and the optimizer's structure does not matter.
+    ValueError when the saved parameters are not the tree `abstract_params` describes."""
+    # A read-only manager of its own: partial reads need the PyTree handler for `state`, which
+    # was written with the Standard one.
+    reader = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+    try:
+      check_same_parameters(reader.item_metadata(step)["state"]["ema_params"], abstract_params)
+      target = {"ema_params": abstract_like(abstract_params)}
+      restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True)))
+    finally:
+      reader.close()
+    return restored["state"]["ema_params"]
+
   def restore_newest(self, abstract_state: TrainState,
                      move_unreadable: bool = True) -> tuple[TrainState, dict] | None:
     """Restores the newest readable checkpoint, or returns None when there is none at all.
@@ -75,11 +114,15 @@ class Checkpointer:
     if every one fails, NoReadableCheckpointError (nothing is started from scratch over a
     directory of checkpoints that might still be rescued).
     """
-    steps = self.steps()
+    return self.newest_readable(lambda step: self.restore(step, abstract_state), move_unreadable)
+
+  def newest_readable(self, restore_step: Callable[[int], Any],
+                      move_unreadable: bool = True) -> Any | None:
+    """restore_step(step) of the newest step for which it succeeds (see restore_newest)."""
     failures = []
-    for step in reversed(steps):
+    for step in reversed(self.steps()):
       try:
-        result = self.restore(step, abstract_state)
+        result = restore_step(step)
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         logging.warning("checkpoint %d in %s cannot be read (%s: %s); falling back to the "
                         "previous one", step, self.directory, type(e).__name__, e)
@@ -125,24 +168,23 @@ def find_checkpoint_dir(path: str) -> tuple[str, int | None]:
   return path, None
 
 
-def load_ema_params(path: str, cfg, optim) -> tuple[Any, int] | None:
+def load_ema_params(path: str, cfg) -> tuple[Any, int] | None:
   """The EMA parameters (and their step) of the newest readable training checkpoint under `path`
-  (see find_checkpoint_dir), or None when there is no checkpoint. cfg: the UNetConfig, optim: the
-  config's optim section (the optimizer state's structure is part of the saved tree)."""
-  from mcvd_jax.train_step import abstract_train_state, make_optimizer
+  (see find_checkpoint_dir), or None when there is no checkpoint. cfg: the UNetConfig the
+  checkpoint was trained with. Reads only the EMA parameters (Checkpointer.restore_ema)."""
+  from mcvd_jax.models import init_params
   workdir, step = find_checkpoint_dir(path)
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
-  abstract = abstract_train_state(cfg, make_optimizer(optim),
-                                  jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shapes = jax.eval_shape(lambda key: init_params(cfg, key), jax.random.key(0))
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                          shapes)
   checkpointer = Checkpointer(workdir)
   try:
     if step is not None:
-      state, _ = checkpointer.restore(step, abstract)
-    else:
-      if checkpointer.latest_step() is None:
-        return None
-      state, _ = checkpointer.restore_newest(abstract, move_unreadable=False)
+      return checkpointer.restore_ema(step, abstract), step
+    return checkpointer.newest_readable(lambda s: (checkpointer.restore_ema(s, abstract), s),
+                                        move_unreadable=False)
   finally:
     checkpointer.close()
-  return state.ema_params, int(state.step)

@@ -113,7 +113,7 @@ def load_for_sampling(config: Any, workdir: str, checkpoint: str | None):
     return cfg, params, section, f"converted checkpoint {checkpoint}"
   cfg = UNetConfig.from_mapping(config.model)
   source = checkpoint or workdir
-  loaded = load_ema_params(source, cfg, config.optim)
+  loaded = load_ema_params(source, cfg)
   if loaded is not None:
     params, step = loaded
     return cfg, params, config.diffusion, f"EMA parameters of step {step} in {source}"

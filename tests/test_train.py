@@ -17,7 +17,9 @@ from PIL import Image
 
 from configs import smmnist
 from mcvd_jax import sample, train
-from mcvd_jax.checkpointing import Checkpointer, NoReadableCheckpointError, abstract_like
+from mcvd_jax.checkpointing import (Checkpointer, NoReadableCheckpointError, abstract_like,
+                                    check_same_parameters, load_ema_params)
+from mcvd_jax.models import UNetConfig, init_params
 from mcvd_jax.diffusion.losses import LossAux
 from mcvd_jax.train_step import (Masking, abstract_train_state, create_train_state,
                                  make_optimizer, make_train_step)
@@ -167,6 +169,59 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
   with pytest.raises(NoReadableCheckpointError, match="Move the directory away"):
     Checkpointer(str(tmp_path)).restore_newest(abstract)
   assert (tmp_path / "checkpoints" / "0").is_dir()  # nothing moved or deleted
+
+
+# One resolution, no attention: initialises in a moment.
+EMA_TEST_MODEL = dict(image_size=8, channels=1, num_frames=1, num_frames_cond=1, ngf=8,
+                      ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), n_head_channels=8)
+
+
+def test_load_ema_params_reads_the_ema_of_any_optimizer_and_falls_back(tmp_path):
+  import optax
+  cfg = UNetConfig(**EMA_TEST_MODEL)
+  params = init_params(cfg, jax.random.key(0))
+  tx = optax.sgd(0.1, momentum=0.9)  # not the config's Adam: the optimizer state is not read
+  checkpointer = Checkpointer(str(tmp_path))
+  for step in (2, 4):
+    ema = jax.tree.map(lambda p: p + step, params)
+    checkpointer.save(create_train_state(params, tx)._replace(
+        step=jnp.asarray(step, jnp.int32), ema_params=ema), {})
+  checkpointer.close()
+
+  ema, step = load_ema_params(str(tmp_path), cfg)
+  assert step == 4
+  for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b + 4)
+  ema, step = load_ema_params(str(tmp_path / "checkpoints" / "2"), cfg)
+  assert step == 2
+  np.testing.assert_array_equal(jax.tree.leaves(ema)[0], jax.tree.leaves(params)[0] + 2)
+
+  # Another architecture fails with the differences named, for a given step and for the newest.
+  other = UNetConfig(**{**EMA_TEST_MODEL, "ngf": 16})
+  with pytest.raises(ValueError, match="do not fit the model config.*saved .* model "):
+    load_ema_params(str(tmp_path / "checkpoints" / "4"), other)
+  with pytest.raises(NoReadableCheckpointError, match="do not fit the model config"):
+    load_ema_params(str(tmp_path), other)
+
+  # A damaged newest checkpoint: the previous one's EMA, and nothing is moved (read-only use).
+  for path in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"garbage")
+  assert load_ema_params(str(tmp_path), cfg)[1] == 2
+  assert (tmp_path / "checkpoints" / "4").is_dir()
+  assert load_ema_params(str(tmp_path / "empty"), cfg) is None
+
+
+def test_check_same_parameters_names_missing_unexpected_and_reshaped():
+  expected = {"a": jnp.zeros((2,)), "b": jnp.zeros((3,)), "c": {"d": jnp.zeros((1, 2))}}
+  check_same_parameters(expected, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                               expected))
+  saved = {"a": jnp.zeros((2,)), "c": {"d": jnp.zeros((2, 2))}, "e": jnp.zeros(())}
+  with pytest.raises(ValueError) as error:
+    check_same_parameters(saved, expected)
+  message = str(error.value)
+  assert "missing (1): ['b']" in message and "unexpected (1): ['e']" in message
+  assert "['c']['d']: saved (2, 2), model (1, 2)" in message
 
 
 def _fake_loss(value_fn):
