@@ -139,26 +139,36 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
   return result
 
 
-def bench_train_step(cfg, params, batch: int, repeats: int) -> dict:
-  """One update of train_step.make_train_step with the paper's optimizer settings (Adam lr 2e-4,
-  warm-up, clipping 1.0, EMA 0.999) on uint8 clips of Nc + T frames, state donated as in training."""
+def paper_train_step(cfg, lr: float, warmup: int, jit_fn):
+  """(jit_fn(train step, donated state), optimizer, masking) with the paper's training settings:
+  DSM loss on the linear schedule, Adam(lr, linear warm-up over `warmup` steps), gradient
+  clipping 1.0, EMA 0.999 (train_step.make_train_step, as train.py builds it)."""
   import types
 
+  import jax
+
+  from mcvd_jax.diffusion.losses import make_loss_fn
+  from mcvd_jax.diffusion.schedules import linear_schedule
+  from mcvd_jax.models import make_denoise_fn
+  from mcvd_jax.train_step import Masking, make_optimizer, make_train_step
+  tx = make_optimizer(types.SimpleNamespace(optimizer="adam", lr=lr, warmup=warmup, beta1=0.9,
+                                            beta2=0.999, eps=1e-8, weight_decay=0.0,
+                                            grad_clip=1.0))
+  masking = Masking(cfg.num_frames_cond, cfg.num_frames, cfg.num_frames_future)
+  loss_fn = make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule())
+  step = make_train_step(loss_fn, tx, masking, ema_rate=0.999, train_key=jax.random.key(2))
+  return jit_fn(step, donate_argnums=0), tx, masking
+
+
+def bench_train_step(cfg, params, batch: int, repeats: int) -> dict:
+  """One update of the paper's SMMNIST training step (paper_train_step: Adam lr 2e-4, 1000 warm-up
+  steps) on uint8 clips of Nc + T frames, state donated as in training."""
   import jax
   import numpy as np
 
   from mcvd_jax.compilation import jit
-  from mcvd_jax.diffusion.losses import make_loss_fn
-  from mcvd_jax.diffusion.schedules import linear_schedule
-  from mcvd_jax.models import make_denoise_fn
-  from mcvd_jax.train_step import Masking, create_train_state, make_optimizer, make_train_step
-  optim = types.SimpleNamespace(optimizer="adam", lr=2e-4, warmup=1000, beta1=0.9, beta2=0.999,
-                                eps=1e-8, weight_decay=0.0, grad_clip=1.0)
-  tx = make_optimizer(optim)
-  loss_fn = make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule())
-  masking = Masking(cfg.num_frames_cond, cfg.num_frames, cfg.num_frames_future)
-  steps = jit(make_train_step(loss_fn, tx, masking, ema_rate=0.999, train_key=jax.random.key(2)),
-              donate_argnums=0)
+  from mcvd_jax.train_step import create_train_state
+  steps, tx, masking = paper_train_step(cfg, lr=2e-4, warmup=1000, jit_fn=jit)
   videos = np.random.default_rng(0).integers(
       0, 256, (1, batch, masking.clip_frames, cfg.image_size, cfg.image_size, cfg.channels),
       dtype=np.uint8)
@@ -207,24 +217,15 @@ def bench_data(num_videos: int, num_batches: int, accelerator_tflops: float) -> 
 
 def bair_step_tflop(past_frames: int) -> float:
   """FLOPs of one paper BAIR train step (batch 64, ngf 192), from the lowered program."""
-  import types
-
   import jax
   import numpy as np
 
-  from mcvd_jax.diffusion.losses import make_loss_fn
-  from mcvd_jax.diffusion.schedules import linear_schedule
-  from mcvd_jax.models import UNetConfig, make_denoise_fn
-  from mcvd_jax.train_step import Masking, abstract_train_state, make_optimizer, make_train_step
+  from mcvd_jax.models import UNetConfig
+  from mcvd_jax.train_step import abstract_train_state
   cfg = UNetConfig(image_size=64, channels=3, num_frames=5, num_frames_cond=past_frames,
                    ngf=192, ch_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(8, 16, 32),
                    n_head_channels=192)
-  tx = make_optimizer(types.SimpleNamespace(optimizer="adam", lr=1e-4, warmup=5000, beta1=0.9,
-                                            beta2=0.999, eps=1e-8, weight_decay=0.0,
-                                            grad_clip=1.0))
-  masking = Masking(past_frames, 5, 0)
-  step = jax.jit(make_train_step(make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule()),
-                                 tx, masking, ema_rate=0.999, train_key=jax.random.key(0)))
+  step, tx, masking = paper_train_step(cfg, lr=1e-4, warmup=5000, jit_fn=jax.jit)
   state = abstract_train_state(cfg, tx, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   videos = jax.ShapeDtypeStruct((1, 64, masking.clip_frames, 64, 64, 3), np.uint8)
   cost = step.lower(state, videos).cost_analysis()
