@@ -1,6 +1,7 @@
 """Base configuration: every experiment file edits a copy of this one.
 
-Sections: data (which dataset and how its clips are made), model (the network; becomes a frozen
+`family` names the model family the config trains (mcvd_jax/registry.py; "mcvd" here). Sections:
+data (which dataset and how its clips are made), model (the network; becomes a frozen
 UNetConfig), diffusion (forward process), sampling (the sampler and the task rollout), optim (Adam,
 warm-up, clipping), training (batch, masking probabilities, EMA, how often to log / sample /
 checkpoint, what to do with a non-finite loss).
@@ -15,6 +16,7 @@ import ml_collections
 def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
+  config.family = "mcvd"         # the model family (mcvd_jax/registry.py)
   config.seed = 0
 
   config.data = data = ml_collections.ConfigDict()
@@ -98,7 +100,7 @@ def get_config(arg=None):
   training.nonfinite_loss = "stop"  # stop | skip (drop that update and go on)
   training.profile = False
 
-  config.eval = ev = ml_collections.ConfigDict()  # main --mode=eval (mcvd_jax/eval_run.py)
+  config.eval = ev = ml_collections.ConfigDict()  # main --mode=eval (mcvd_jax/video_diffusion/evaluation.py)
   ev.protocols = ""             # comma-separated names (mcvd_jax/metrics/protocols.py); "": every protocol of data.dataset this model can run
   ev.num_test_videos = 0        # 0: the protocol's (256)
   ev.samples_per_video = 0      # 0: the protocol's (10; best-of-N for the frame metrics)

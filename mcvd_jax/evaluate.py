@@ -2,14 +2,18 @@
 
   python -m mcvd_jax.evaluate --real=real.npy --fake=fake.npz [--cond_frames=K]
       [--future_frames=F] [--samples_per_video=S] [--metrics=psnr,ssim,lpips,fvd] [--binarize]
-      [--fid_weights=inception_fid.npz] [--out=report.json]
+      [--fid_weights=inception_fid.npz] [--baseline=copy_last|blend] [--out=report.json]
 
 Files are .npy / .npz arrays (uint8 [N, T, H, W, C], or float in [0, 1]) or folders of GIF/MP4
 videos. With S samples per real video, the generated set holds N*S videos, the S samples of real
 video i at positions i*S .. i*S+S-1 (the reference's order). The first K frames of every video are
 the conditioning frames and the last F the given future frames (interpolation): excluded from the
 frame metrics, kept for FVD. `fid` (frame-level FID) is opt-in and needs Inception weights (see
-mcvd_jax/metrics/fid.py). Bad input ends with one line saying what is wrong, and exit status 1.
+mcvd_jax/metrics/fid.py). `--baseline` also scores what doing nothing gives on the same real videos
+(metrics/baselines.py: copy_last repeats the last conditioning frame, blend fades from the last
+past to the first future frame), reported under "baseline" beside the generated set's numbers
+(or alone when --fake is not given). Bad input ends with one line saying what is wrong, and exit
+status 1.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ flags.DEFINE_list("metrics", ["mse", "psnr", "ssim", "lpips", "fvd"],
 flags.DEFINE_bool("binarize", False, "Round frames to black/white before SSIM (SMMNIST).")
 flags.DEFINE_string("fid_weights", None, "Inception weights (.npz) for the fid metric.")
 flags.DEFINE_integer("batch_size", 8, "Videos per I3D / LPIPS call, sharded over the devices.")
+flags.DEFINE_enum("baseline", None, ["copy_last", "blend"], "Also score this baseline made from "
+                  "the real videos' given frames (then --fake is optional).")
 flags.DEFINE_string("out", None, "Also write the JSON report here (and a .md table beside it).")
-flags.mark_flags_as_required(["real", "fake"])
+flags.mark_flags_as_required(["real"])
 FLAGS = flags.FLAGS
 
 
@@ -41,7 +47,25 @@ def _evaluate() -> dict:
   if "fid" in metrics:
     from mcvd_jax.metrics.fid import load_inception_params
     fid_params = load_inception_params(FLAGS.fid_weights)
-  real, fake = load_videos(FLAGS.real), load_videos(FLAGS.fake)
+  if not FLAGS.fake and not FLAGS.baseline:
+    raise ValueError("give --fake (the generated videos), --baseline, or both")
+  real = load_videos(FLAGS.real)
+
+  def score(fake):
+    return evaluate_video_sets(real, fake, cond_frames=FLAGS.cond_frames,
+                               future_frames=FLAGS.future_frames, metrics=metrics,
+                               binarize=FLAGS.binarize, fid_params=fid_params,
+                               batch_size=FLAGS.batch_size)
+
+  baseline = None
+  if FLAGS.baseline:
+    from mcvd_jax.metrics.baselines import LABELS, make_baseline
+    baseline = {"name": FLAGS.baseline, "label": LABELS[FLAGS.baseline],
+                **score(make_baseline(FLAGS.baseline, real, FLAGS.cond_frames,
+                                      FLAGS.future_frames))}
+  if not FLAGS.fake:
+    return baseline
+  fake = load_videos(FLAGS.fake)
   s = FLAGS.samples_per_video
   if s < 1 or fake.shape[0] != real.shape[0] * s:
     raise ValueError(f"{FLAGS.fake} holds {fake.shape[0]} videos; with {real.shape[0]} real "
@@ -49,24 +73,24 @@ def _evaluate() -> dict:
   if fake.shape[1:] != real.shape[1:]:
     raise ValueError(f"{FLAGS.real} holds videos of shape {real.shape[1:]} (frames, height, width, "
                      f"channels) but {FLAGS.fake} holds {fake.shape[1:]}: they must match")
-  fake = fake.reshape(real.shape[0], s, *fake.shape[1:])
-  return evaluate_video_sets(real, fake, cond_frames=FLAGS.cond_frames,
-                             future_frames=FLAGS.future_frames, metrics=metrics,
-                             binarize=FLAGS.binarize, fid_params=fid_params,
-                             batch_size=FLAGS.batch_size)
+  report = score(fake.reshape(real.shape[0], s, *fake.shape[1:]))
+  if baseline:
+    report["baseline"] = baseline
+  return report
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from mcvd_jax.host_memory import keep_freed_host_memory
+  from mcvd_jax.core.host_memory import keep_freed_host_memory
   keep_freed_host_memory()  # before jax's first computation (see host_memory)
   from mcvd_jax.metrics.evaluation import markdown_table, to_json
   try:
     report = _evaluate()
   except (ValueError, FileNotFoundError, ImportError) as e:
     sys.exit(f"error: {e}")
-  text, table = to_json(report), markdown_table(report)
+  rows = [(report["baseline"]["label"], report["baseline"])] if "baseline" in report else []
+  text, table = to_json(report), markdown_table(report, baselines=rows)
   print(text)
   print(table)
   if FLAGS.out:

@@ -4,10 +4,15 @@
   python -m mcvd_jax.main --config=configs/smmnist.py:quick --workdir=/tmp/mcvd --mode=sample
   python -m mcvd_jax.main --config=configs/smmnist.py:quick --workdir=/tmp/mcvd --mode=eval
 
-Modes: train (default; resumes from WORKDIR/checkpoints when there are any), sample (videos of
-`sampling.task` from the newest checkpoint in the workdir, or from --checkpoint) and eval (the
-paper's test protocols for the config's dataset, `eval` section of the config; writes
-WORKDIR/eval_report.json and .md, and resumes an interrupted evaluation).
+Every family (`config.family`, default "mcvd"; see mcvd_jax/registry.py) runs the same modes:
+train (default; the shared loop, resuming from WORKDIR/checkpoints when there are any), sample
+(the family's samples from the newest checkpoint in the workdir, or from --checkpoint; for MCVD
+videos of `sampling.task`) and eval (the family's test protocols, `eval` section of the config;
+writes WORKDIR/eval_report.json and .md, and resumes an interrupted evaluation).
+
+The project's own errors (a bad config value, missing or corrupt data, an unwritable workdir, a
+non-finite loss, an unreadable checkpoint: mcvd_jax.errors.ProjectError) end with their message
+alone and exit status 1; anything else keeps its traceback.
 """
 
 import os
@@ -33,7 +38,7 @@ _make_configs_importable(sys.argv)
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, samples, TensorBoard).")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to run (core.modes).")
 flags.DEFINE_string("checkpoint", None, "sample and eval modes: a converted reference checkpoint "
                     "(python -m mcvd_jax.convert --out=DIR), or another run's workdir / "
                     "checkpoints/<step> directory; default: the newest checkpoint in --workdir.")
@@ -46,22 +51,20 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from mcvd_jax.host_memory import keep_freed_host_memory
+  from mcvd_jax.core.host_memory import keep_freed_host_memory
   keep_freed_host_memory()  # before jax's first computation (see host_memory)
   if FLAGS.distributed:
     import jax
     jax.distributed.initialize()
-  if FLAGS.mode == "train":
-    from mcvd_jax import train
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  elif FLAGS.mode == "sample":
-    from mcvd_jax import sample
-    path = sample.sample_and_save(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+  from mcvd_jax.core.modes import run_mode
+  from mcvd_jax.errors import ProjectError
+  try:
+    path = run_mode(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.checkpoint)
+  except ProjectError as error:
+    sys.exit(f"error: {error}")
+  if path:
     logging.info("done: %s", path)
     print(path)
-  elif FLAGS.mode == "eval":
-    from mcvd_jax import eval_run
-    print(eval_run.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from mcvd_jax import bench
+from mcvd_jax.video_diffusion import bench
 from mcvd_jax.models import UNetConfig, init_params
 
 TINY = UNetConfig(image_size=8, channels=1, num_frames=2, num_frames_cond=1, ngf=8, ch_mult=(1,),

@@ -12,7 +12,8 @@ import pytest
 
 from configs import smmnist
 from conftest import ROOT
-from mcvd_jax import eval_run, sample
+from mcvd_jax.core import eval_runner
+from mcvd_jax.video_diffusion import evaluation as mcvd_eval, sampling
 from mcvd_jax.data.registry import make_dataset
 from mcvd_jax.metrics import evaluation, fvd, protocols
 
@@ -48,26 +49,26 @@ def cheap_weights(monkeypatch):
 
   def load_once(config, workdir, checkpoint):
     if "value" not in loaded:
-      loaded["value"] = sample.load_for_sampling(config, workdir, checkpoint)
+      loaded["value"] = sampling.load_for_sampling(config, workdir, checkpoint)
     return loaded["value"]
 
-  monkeypatch.setattr(eval_run, "load_for_sampling", load_once)
+  monkeypatch.setattr(mcvd_eval, "load_for_sampling", load_once)
 
 
 def _count_sampling(monkeypatch) -> list:
   calls = []
-  original = eval_run.sample_batch
+  original = mcvd_eval.sample_batch
 
   def counted(*args, **kwargs):
     calls.append(1)
     return original(*args, **kwargs)
 
-  monkeypatch.setattr(eval_run, "sample_batch", counted)
+  monkeypatch.setattr(mcvd_eval, "sample_batch", counted)
   return calls
 
 
 def _results(workdir) -> dict:
-  report = json.loads((workdir / eval_run.REPORT_JSON).read_text())
+  report = json.loads((workdir / eval_runner.REPORT_JSON).read_text())
   return report["protocols"][PROTOCOL]
 
 
@@ -76,16 +77,18 @@ def test_eval_writes_reports_and_resumes(tmp_path, monkeypatch, cheap_weights):
   config = tiny_config()
   config.eval.save_samples = True
   first = tmp_path / "first"
-  eval_run.evaluate_checkpoint(config, str(first))
+  mcvd_eval.evaluate_checkpoint(config, str(first))
 
   entry = _results(first)
   results = entry["results"]
   assert (results["num_videos"], results["samples_per_video"], results["cond_frames"]) == (3, 2, 5)
   assert set(results) >= {"mse", "psnr", "ssim", "lpips", "fvd"}
   assert entry["batches"] == {"total": 2, "computed_now": 2}
-  table = (first / eval_run.REPORT_MD).read_text()
+  table = (first / eval_runner.REPORT_MD).read_text()
   assert f"## {PROTOCOL}: prediction, 5 past → 10 frames" in table
-  assert "| p | n | FVD | SSIM |" in table and "Also computed" in table  # the paper's columns
+  assert "| scores | p | n | FVD | SSIM |" in table and "Also computed" in table  # the paper's
+  assert "| baseline: copy the last past frame | 5 | 10 |" in table  # beside the model
+  assert results["baseline"]["name"] == "copy_last" and "fvd" in results["baseline"]
 
   # The batch files hold the samples: the given frames are the test clips', and scoring the
   # samples directly gives the report's numbers.
@@ -109,21 +112,21 @@ def test_eval_writes_reports_and_resumes(tmp_path, monkeypatch, cheap_weights):
     shutil.copy(directory / name, second / "eval" / PROTOCOL / name)
   kept = (second / "eval" / PROTOCOL / "batch_00000.npz").read_bytes()
   calls = _count_sampling(monkeypatch)
-  eval_run.evaluate_checkpoint(config, str(second))
+  mcvd_eval.evaluate_checkpoint(config, str(second))
   assert len(calls) == 1 and _results(second)["batches"]["computed_now"] == 1
   assert (second / "eval" / PROTOCOL / "batch_00000.npz").read_bytes() == kept
   assert _results(second)["results"] == results
 
   # A batch file cut short is computed again; a finished evaluation samples nothing.
   (second / "eval" / PROTOCOL / "batch_00001.npz").write_bytes(b"PK\x03\x04 cut short")
-  eval_run.evaluate_checkpoint(config, str(second))
-  eval_run.evaluate_checkpoint(config, str(second))
+  mcvd_eval.evaluate_checkpoint(config, str(second))
+  mcvd_eval.evaluate_checkpoint(config, str(second))
   assert len(calls) == 2 and _results(second)["results"] == results
 
   # Other settings over the same directory: an error, nothing mixed.
   config.sampling.subsample = 3
-  with pytest.raises(eval_run.EvalError, match="other settings.*sampling"):
-    eval_run.evaluate_checkpoint(config, str(second))
+  with pytest.raises(eval_runner.EvalError, match="other settings.*sampling"):
+    mcvd_eval.evaluate_checkpoint(config, str(second))
   assert len(calls) == 2
 
 
@@ -142,7 +145,7 @@ def test_markdown_report_lists_interpolation_and_generation():
             "fvd": {"mean": 123.45}}
   entries = {name: {"protocol": dataclasses.asdict(protocols.get(name)), "results": report}
              for name in ("kth_interp_10+5to10", "bair_gen_1+15")}
-  text = eval_run.markdown_report(entries, "a checkpoint")
+  text = "\n".join(mcvd_eval.markdown_section(entry) for entry in entries.values())
   assert "## kth_interp_10+5to10: interpolation, 10 past + 5 future → 10 frames" in text
   assert "| p | f | k | PSNR | SSIM |" in text
   assert "| 10 | 5 | 10 | 20.0000 ± 0.5000 | 0.8000 |" in text  # no interval from one video

@@ -1,6 +1,7 @@
 """Scoring two sets of videos: best-of-N wiring, FVD by sample index, the readers and the CLI."""
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -143,6 +144,7 @@ def _run_cli_in_process(*args) -> str:
   from absl import flags
 
   from mcvd_jax import evaluate
+  absl_level = logging.getLogger("absl").level  # unparsing the flags raises it to WARNING
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["evaluate", *args])
   try:
@@ -150,6 +152,7 @@ def _run_cli_in_process(*args) -> str:
       evaluate.main(["evaluate"])
   finally:
     flags.FLAGS.unparse_flags()
+    logging.getLogger("absl").setLevel(absl_level)
   return str(exit_info.value.code)
 
 

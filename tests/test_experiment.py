@@ -3,7 +3,8 @@
 import pytest
 
 from configs import bair, smmnist
-from mcvd_jax import experiment, train
+from mcvd_jax.core import loop
+from mcvd_jax.video_diffusion import config as experiment
 from mcvd_jax.data.registry import DatasetUnavailableError
 
 
@@ -48,4 +49,4 @@ def test_missing_user_dataset_fails_before_compilation(tmp_path):
   config = bair.get_config("")
   config.data.path = "/data/bair"
   with pytest.raises(DatasetUnavailableError, match="/data/bair"):
-    train.Trainer(config, str(tmp_path))
+    loop.Trainer(config, str(tmp_path))

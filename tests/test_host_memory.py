@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from mcvd_jax import host_memory
+from mcvd_jax.core import host_memory
 
 # A program with one 64 MB temporary (sin(x) materialised as the dot's operand); prints whether
 # the tuning applied and the minor page faults of each of the last 20 of 30 calls. (Tuned, the
@@ -17,10 +17,10 @@ from mcvd_jax import host_memory
 # always fit a freed block exactly, so the test looks at the median call.)
 _PROBE = textwrap.dedent("""
     import resource
-    from mcvd_jax.host_memory import keep_freed_host_memory
+    from mcvd_jax.core.host_memory import keep_freed_host_memory
     applied = keep_freed_host_memory()
     import jax, jax.numpy as jnp
-    from mcvd_jax.compilation import jit
+    from mcvd_jax.core.compilation import jit
     x = jnp.ones((4096, 4096), jnp.float32)
     w = jnp.ones((4096, 16), jnp.float32)
     f = jit(lambda x, w: jnp.sum(jnp.dot(jnp.sin(x), w))).lower(x, w).compile()

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mcvd_jax.models import layers
+from mcvd_jax.models import kernels, layers
 
 
 def test_conv_and_dense_match_flax_modules():
@@ -27,7 +27,7 @@ def test_bias_add_gradient_matches_autodiff():
   b = jax.random.normal(jax.random.key(1), (5,))
   w = jax.random.normal(jax.random.key(2), y.shape)
   loss = lambda add: lambda y, b: jnp.sum(jnp.sin(add(y, b)) * w)
-  ours = jax.grad(loss(layers.bias_add), argnums=(0, 1))(y, b)
+  ours = jax.grad(loss(kernels.bias_add), argnums=(0, 1))(y, b)
   plain = jax.grad(loss(lambda y, b: y + b), argnums=(0, 1))(y, b)
   for a, e in zip(ours, plain):
     np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from configs import default, smmnist
-from mcvd_jax import sample
+from mcvd_jax.video_diffusion import sampling
 from mcvd_jax.models import UNetConfig
 
 
@@ -33,7 +33,7 @@ def test_sample_and_save_writes_a_gif(tmp_path):
   config.sampling.batch_size = 2
   config.sampling.task = "prediction"
   config.sampling.num_frames = 3
-  path = sample.sample_and_save(config, str(tmp_path))
+  path = sampling.sample_and_save(config, str(tmp_path))
   gif = Image.open(path)
   assert gif.n_frames == 2 + 3  # the past frames, then the predicted ones
   assert gif.size == (2 * 32 + 2, 2 * 32 + 2)  # real clips on top, samples below
@@ -52,4 +52,4 @@ def test_unknown_task_is_an_error(tmp_path):
   config = default.get_config()
   config.sampling.task = "dance"
   with pytest.raises(ValueError, match="dance"):
-    sample.sample_and_save(config, str(tmp_path))
+    sampling.sample_and_save(config, str(tmp_path))

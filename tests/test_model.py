@@ -8,8 +8,8 @@ import pytest
 
 from conftest import cached_init
 from mcvd_jax.models import UNetConfig, make_denoise_fn, module_list
-from mcvd_jax.models.layers import (fir_downsample, fir_upsample, group_norm, nearest_resize,
-                                    timestep_embedding)
+from mcvd_jax.models.kernels import (fir_downsample, fir_upsample, group_norm, nearest_resize,
+                                     timestep_embedding)
 
 TINY = dict(image_size=16, channels=1, num_frames=2, num_frames_cond=2, ngf=8, ch_mult=(1, 2),
             num_res_blocks=1, attn_resolutions=(8,), n_head_channels=8, dropout=0.1, spade_dim=8)

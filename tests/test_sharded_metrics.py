@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import cached_init
-from mcvd_jax import eval_run
+from mcvd_jax.video_diffusion import eval_sampling
 from mcvd_jax.diffusion.samplers import make_sampler
 from mcvd_jax.diffusion.schedules import linear_schedule
 from mcvd_jax.metrics import fvd, i3d, lpips, sharded
@@ -82,8 +82,8 @@ def test_sampling_sharded_equal_unsharded_and_independent_of_the_batch(meshes):
   full, single = meshes
   params = cached_init(CFG)
   sampler = make_sampler(make_denoise_fn(CFG), kind="ddpm", schedule=linear_schedule(), subsample=2)
-  sample = eval_run.make_video_sampler(make_rollout(sampler.sample, CFG), num_frames=3)
-  keys = eval_run.sample_keys(jax.random.key(3), first_video=0, num_videos=4, samples=2)
+  sample = eval_sampling.make_video_sampler(make_rollout(sampler.sample, CFG), num_frames=3)
+  keys = eval_sampling.sample_keys(jax.random.key(3), first_video=0, num_videos=4, samples=2)
   past = np.random.default_rng(4).integers(0, 256, (8, 2, 8, 8, 1), np.uint8)
   on_one = sharded.map_batches(sample, params, [keys, past, None], batch_size=8, mesh=single)
   assert on_one.shape == (8, 5, 8, 8, 1) and on_one.dtype == np.uint8
@@ -96,5 +96,5 @@ def test_sampling_sharded_equal_unsharded_and_independent_of_the_batch(meshes):
   assert np.abs(on_eight.astype(int) - on_one[order]).max() <= 1
   assert np.abs(on_one[0].astype(int) - on_one[1]).max() > 10  # two samples of one video differ
   # Keys are fold_in(fold_in(key, video), sample), video-major.
-  later = eval_run.sample_keys(jax.random.key(3), first_video=2, num_videos=1, samples=2)
+  later = eval_sampling.sample_keys(jax.random.key(3), first_video=2, num_videos=1, samples=2)
   np.testing.assert_array_equal(later, keys[4:6])

@@ -16,13 +16,15 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from configs import smmnist
-from mcvd_jax import sample, train
-from mcvd_jax.checkpointing import (Checkpointer, NoReadableCheckpointError, abstract_like,
+from mcvd_jax.core import loop
+from mcvd_jax.core.checkpointing import (Checkpointer, NoReadableCheckpointError, abstract_like,
                                     check_same_parameters, load_ema_params)
 from mcvd_jax.models import UNetConfig, init_params
 from mcvd_jax.diffusion.losses import LossAux
-from mcvd_jax.train_step import (Masking, abstract_train_state, create_train_state,
-                                 make_optimizer, make_train_step)
+from mcvd_jax.core.train_step import (abstract_train_state, create_train_state, make_optimizer,
+                                      make_train_step)
+from mcvd_jax.video_diffusion import config as mcvd_config, sampling, training
+from mcvd_jax.video_diffusion.training import Masking, make_masked_loss
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -60,8 +62,9 @@ def flag_args(**overrides):
 
 def restore_final(workdir, config):
   """The newest checkpoint's state in `workdir`, on one device."""
-  cfg = train.experiment.validate_model(config)
-  abstract = abstract_train_state(cfg, make_optimizer(config.optim),
+  cfg = mcvd_config.validate_model(config)
+  abstract = abstract_train_state(lambda key: init_params(cfg, key),
+                                  make_optimizer(config.optim),
                                   jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   checkpointer = Checkpointer(str(workdir))
   try:
@@ -72,7 +75,7 @@ def restore_final(workdir, config):
 
 def test_end_to_end_run_writes_checkpoints_samples_and_summaries(tmp_path):
   config = make_test_config(**{"training.sample_every": 4})
-  state = train.train_and_evaluate(config, str(tmp_path))
+  state = loop.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 4
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   for task in ("prediction", "generation"):  # past masked half the time: both are learned
@@ -88,13 +91,13 @@ def test_end_to_end_run_writes_checkpoints_samples_and_summaries(tmp_path):
 
   # Sample mode picks up the newest checkpoint of the workdir (EMA weights) and real test clips.
   config.sampling.task = "prediction"
-  path = sample.sample_and_save(config, str(tmp_path))
+  path = sampling.sample_and_save(config, str(tmp_path))
   meta = (tmp_path / "samples_prediction.json").read_text()
   assert "EMA parameters of step 4" in meta
   assert Image.open(path).n_frames == 2 + 2
 
   # A second call with the same command has nothing left to do and returns the same state.
-  again = train.train_and_evaluate(config, str(tmp_path))
+  again = loop.train_and_evaluate(config, str(tmp_path))
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params)):
     np.testing.assert_array_equal(a, b)
 
@@ -111,7 +114,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
   cache of conftest.py spares the subprocesses most of the compiling)."""
   steps = 6
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  train.train_and_evaluate(make_test_config(**{"training.num_steps": steps,
+  loop.train_and_evaluate(make_test_config(**{"training.num_steps": steps,
                                                "training.checkpoint_every": 1}), str(straight))
   process = subprocess.Popen(_main_command(killed, steps), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -180,6 +183,7 @@ def test_load_ema_params_reads_the_ema_of_any_optimizer_and_falls_back(tmp_path)
   import optax
   cfg = UNetConfig(**EMA_TEST_MODEL)
   params = init_params(cfg, jax.random.key(0))
+  init = lambda key: init_params(cfg, key)  # noqa: E731
   tx = optax.sgd(0.1, momentum=0.9)  # not the config's Adam: the optimizer state is not read
   checkpointer = Checkpointer(str(tmp_path))
   for step in (2, 4):
@@ -188,28 +192,29 @@ def test_load_ema_params_reads_the_ema_of_any_optimizer_and_falls_back(tmp_path)
         step=jnp.asarray(step, jnp.int32), ema_params=ema), {})
   checkpointer.close()
 
-  ema, step = load_ema_params(str(tmp_path), cfg)
+  ema, step = load_ema_params(str(tmp_path), init)
   assert step == 4
   for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b + 4)
-  ema, step = load_ema_params(str(tmp_path / "checkpoints" / "2"), cfg)
+  ema, step = load_ema_params(str(tmp_path / "checkpoints" / "2"), init)
   assert step == 2
   np.testing.assert_array_equal(jax.tree.leaves(ema)[0], jax.tree.leaves(params)[0] + 2)
 
   # Another architecture fails with the differences named, for a given step and for the newest.
   other = UNetConfig(**{**EMA_TEST_MODEL, "ngf": 16})
+  init_other = lambda key: init_params(other, key)  # noqa: E731
   with pytest.raises(ValueError, match="do not fit the model config.*saved .* model "):
-    load_ema_params(str(tmp_path / "checkpoints" / "4"), other)
+    load_ema_params(str(tmp_path / "checkpoints" / "4"), init_other)
   with pytest.raises(NoReadableCheckpointError, match="do not fit the model config"):
-    load_ema_params(str(tmp_path), other)
+    load_ema_params(str(tmp_path), init_other)
 
   # A damaged newest checkpoint: the previous one's EMA, and nothing is moved (read-only use).
   for path in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
     if path.is_file():
       path.write_bytes(b"garbage")
-  assert load_ema_params(str(tmp_path), cfg)[1] == 2
+  assert load_ema_params(str(tmp_path), init)[1] == 2
   assert (tmp_path / "checkpoints" / "4").is_dir()
-  assert load_ema_params(str(tmp_path / "empty"), cfg) is None
+  assert load_ema_params(str(tmp_path / "empty"), init) is None
 
 
 def test_check_same_parameters_names_missing_unexpected_and_reshaped():
@@ -241,8 +246,8 @@ def test_nonfinite_loss_policies(policy):
   state, tx = _small_state()
   masking = Masking(1, 1, 0)
   loss = _fake_loss(lambda p: jnp.sum(p["w"]) * jnp.nan)
-  step = jax.jit(make_train_step(loss, tx, masking, ema_rate=0.9, train_key=jax.random.key(0),
-                                 nonfinite_loss=policy))
+  step = jax.jit(make_train_step(make_masked_loss(loss, masking), tx, ema_rate=0.9,
+                                 train_key=jax.random.key(0), nonfinite_loss=policy))
   new, metrics = step(state, _videos(k=2))
   assert int(new.step) == 2 and np.all(np.asarray(metrics["finite"]) == 0.0)
   params_kept = np.array_equal(new.params["w"], state.params["w"])
@@ -252,7 +257,7 @@ def test_nonfinite_loss_policies(policy):
 def test_nonfinite_loss_stops_the_loop_without_saving_the_bad_state(tmp_path):
   # A checkpoint at step 2 whose parameters hold a NaN: the next loss is not finite.
   config = make_test_config(**{"training.checkpoint_every": 1})
-  trainer = train.Trainer(config, str(tmp_path))
+  trainer = loop.Trainer(config, str(tmp_path))
   state = jax.jit(lambda s: s._replace(
       step=jnp.asarray(2, jnp.int32),
       params=jax.tree.map(lambda p: p.at[(0,) * p.ndim].set(jnp.nan), s.params)))(
@@ -260,8 +265,8 @@ def test_nonfinite_loss_stops_the_loop_without_saving_the_bad_state(tmp_path):
   checkpointer = Checkpointer(str(tmp_path))
   checkpointer.save(state, trainer.checkpoint_meta())
   checkpointer.close()
-  with pytest.raises(train.NonFiniteLossError, match="not finite at step 3"):
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(loop.NonFiniteLossError, match="not finite at step 3"):
+    loop.train_and_evaluate(config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
 
 
@@ -269,12 +274,13 @@ def test_per_task_losses_and_window_summary():
   state, tx = _small_state()
   masking = Masking(1, 1, 1, prob_mask_cond=0.5, prob_mask_future=0.5)
   loss = _fake_loss(lambda p: jnp.sum(p["w"]))
-  step = jax.jit(make_train_step(loss, tx, masking, ema_rate=0.9, train_key=jax.random.key(0)))
+  step = jax.jit(make_train_step(make_masked_loss(loss, masking), tx, ema_rate=0.9,
+                                 train_key=jax.random.key(0)))
   _, metrics = step(state, jnp.zeros((3, 64, 3, 4, 4, 1), jnp.uint8))
   counts = sum(np.asarray(metrics[f"count/{t}"]) for t in
                ("prediction", "generation", "interpolation", "past_reconstruction"))
   np.testing.assert_array_equal(counts, [64, 64, 64])  # every sample teaches exactly one task
-  summary = train.summarize_window([metrics])
+  summary = loop.summarize_window([metrics])
   for task in ("prediction", "generation", "interpolation", "past_reconstruction"):
     assert summary[f"loss/{task}"] == pytest.approx(summary["loss"], rel=1e-5)
   assert summary["skipped_updates"] == 0.0
@@ -284,7 +290,7 @@ def test_sharded_step_matches_one_device():
   """The same update on an 8-device data mesh and on one device (a one-level network: the
   forward pass of the full one is sharded in test_sharding.py)."""
   config = make_test_config(**{"model.ch_mult": (1,), "model.attn_resolutions": (16,)})
-  trainer_cfg = train.experiment.validate_model(config)
+  trainer_cfg = mcvd_config.validate_model(config)
   from mcvd_jax.diffusion.factory import diffusion_from_config
   from mcvd_jax.diffusion.losses import make_loss_fn
   from mcvd_jax.models import make_denoise_fn
@@ -292,8 +298,9 @@ def test_sharded_step_matches_one_device():
   diffusion = diffusion_from_config(config.diffusion)
   loss_fn = make_loss_fn(make_denoise_fn(trainer_cfg), schedule=diffusion.schedule)
   tx = make_optimizer(config.optim)
-  masking = train.experiment.masking_from_config(config)
-  steps = make_train_step(loss_fn, tx, masking, ema_rate=0.999, train_key=jax.random.key(3))
+  masking = training.masking_from_config(config)
+  steps = make_train_step(make_masked_loss(loss_fn, masking), tx, ema_rate=0.999,
+                          train_key=jax.random.key(3))
   videos = np.random.default_rng(0).integers(0, 256, (1, 8, 4, 16, 16, 1), dtype=np.uint8)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
@@ -312,5 +319,5 @@ def test_sharded_step_matches_one_device():
 def test_workdir_that_cannot_be_written_fails_before_training(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
-  with pytest.raises(train.WorkdirError, match="not writable"):
-    train.train_and_evaluate(make_test_config(), str(blocker / "run"))
+  with pytest.raises(loop.WorkdirError, match="not writable"):
+    loop.train_and_evaluate(make_test_config(), str(blocker / "run"))

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcvd_jax.compilation import jit
+from mcvd_jax.core.compilation import jit
 from mcvd_jax.convert.reference import convert_state_dict, load_npz_case, weights_from_case
 from mcvd_jax.diffusion.losses import make_loss_fn
 from mcvd_jax.diffusion.samplers import make_sampler

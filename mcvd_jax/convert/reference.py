@@ -15,13 +15,14 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from mcvd_jax.errors import ProjectError
 from mcvd_jax.models.config import UNetConfig
 from mcvd_jax.models.unet import init_params, module_list
 
 BUFFERS = ("betas", "alphas", "alphas_prev", "unet.sigmas")
 
 
-class ConversionError(ValueError):
+class ConversionError(ValueError, ProjectError):
   """The reference weights do not fit the configured network."""
 
 

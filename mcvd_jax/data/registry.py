@@ -15,7 +15,7 @@ from typing import Any
 
 from mcvd_jax.data.clips import ClipDataset
 from mcvd_jax.data.smmnist import SMMNIST
-from mcvd_jax.data.sources import DatasetUnavailableError
+from mcvd_jax.data.sources import DataConfigError, DatasetUnavailableError
 
 KNOWN_DATASETS = ("smmnist", "bair", "kth", "cityscapes", "ucf101")
 USER_DATASETS = ("bair", "kth", "cityscapes", "ucf101")  # obtained by the user, read from data.path
@@ -27,7 +27,7 @@ def check_dataset_name(name: str) -> None:
   Only the name is checked (cheap, before any compilation); `make_dataset` reports datasets whose
   files are missing."""
   if name not in KNOWN_DATASETS:
-    raise ValueError(f"data.dataset={name!r} is unknown; use one of {KNOWN_DATASETS}")
+    raise DataConfigError(f"data.dataset={name!r} is unknown; use one of {KNOWN_DATASETS}")
 
 
 def reader_for(data: Any) -> Any:
@@ -53,13 +53,13 @@ def check_reader_fits(reader: Any, image_size: int, channels: int) -> None:
   """ValueError naming model.channels / model.image_size when the model cannot take the frames."""
   kind = {1: "grey", 3: "RGB"}.get(reader.CHANNELS, f"{reader.CHANNELS}-channel")
   if channels != reader.CHANNELS:
-    raise ValueError(f"data.dataset={reader.NAME!r} has {kind} frames ({reader.CHANNELS} "
-                     f"channel{'s' if reader.CHANNELS > 1 else ''}) but model.channels="
-                     f"{channels}; set model.channels={reader.CHANNELS}")
+    raise DataConfigError(f"data.dataset={reader.NAME!r} has {kind} frames ({reader.CHANNELS} "
+                          f"channel{'s' if reader.CHANNELS > 1 else ''}) but model.channels="
+                          f"{channels}; set model.channels={reader.CHANNELS}")
   native = getattr(reader, "IMAGE_SIZE", None)
   if native is not None and image_size != native:
-    raise ValueError(f"data.dataset={reader.NAME!r} has {native}x{native} frames but "
-                     f"model.image_size={image_size}; set model.image_size={native}")
+    raise DataConfigError(f"data.dataset={reader.NAME!r} has {native}x{native} frames but "
+                          f"model.image_size={image_size}; set model.image_size={native}")
 
 
 def make_dataset(data: Any, image_size: int, channels: int) -> SMMNIST | ClipDataset:
@@ -73,6 +73,6 @@ def make_dataset(data: Any, image_size: int, channels: int) -> SMMNIST | ClipDat
     check_reader_fits(reader, image_size, channels)
     return ClipDataset.from_config(data, reader, image_size)
   if channels != 1:
-    raise ValueError(f"data.dataset='smmnist' has grey frames (1 channel) but model.channels="
-                     f"{channels}; set model.channels=1")
+    raise DataConfigError(f"data.dataset='smmnist' has grey frames (1 channel) but model.channels="
+                          f"{channels}; set model.channels=1")
   return SMMNIST.from_config(data, image_size)

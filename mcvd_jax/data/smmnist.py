@@ -143,10 +143,11 @@ def check_geometry(image_size: int, digit_size: int, num_digits: int, step_lengt
   sources.check_count("data.num_digits", num_digits)
   sources.check_count("data.digit_size", digit_size)
   if not isinstance(image_size, (int, np.integer)) or digit_size >= image_size:
-    raise ValueError(f"data.digit_size ({digit_size}) must be smaller than model.image_size "
-                     f"({image_size}): digits start at random positions in the free space")
+    raise sources.DataConfigError(
+        f"data.digit_size ({digit_size}) must be smaller than model.image_size ({image_size}): "
+        f"digits start at random positions in the free space")
   if step_length != REFERENCE_STEP_LENGTH:
-    raise ValueError(
+    raise sources.DataConfigError(
         f"data.step_length={step_length!r}: Stochastic Moving MNIST moves digits by whole pixels "
         f"(up to {MAX_SPEED} per frame per axis) as the reference does; the reference takes "
         f"step_length but never uses it (only its deterministic MovingMNIST does). Leave it at "

@@ -51,6 +51,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mcvd_jax.errors import ProjectError
+
 SPLITS = ("train", "test")
 
 
@@ -60,11 +62,15 @@ class Video(NamedTuple):
   frames: np.ndarray
 
 
-class DatasetUnavailableError(ValueError):
+class DataConfigError(ValueError, ProjectError):
+  """A data setting, or a model setting the data must fit, that cannot work (names the field)."""
+
+
+class DatasetUnavailableError(ValueError, ProjectError):
   """A dataset's files are not where `data.path` says (the message names the path and layout)."""
 
 
-class CorruptFileError(ValueError):
+class CorruptFileError(ValueError, ProjectError):
   """A dataset file that exists but cannot be decoded (the message names the file)."""
 
   def __init__(self, path: str, reason: str):
@@ -77,13 +83,13 @@ class CorruptFileError(ValueError):
 def check_count(name: str, value: int) -> None:
   """ValueError naming `name` unless value is a positive integer."""
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    raise DataConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_seed(name: str, value: int) -> None:
   """ValueError naming `name` unless value is a non-negative integer (what numpy seeds accept)."""
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-    raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    raise DataConfigError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def process_slice(seed: int, step: int, batch_size: int, num_frames: int, process_index: int,

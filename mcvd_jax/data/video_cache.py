@@ -38,6 +38,7 @@ import numpy as np
 from absl import logging
 
 from mcvd_jax.data import sources
+from mcvd_jax.errors import ProjectError
 
 FORMAT_VERSION = 1
 CACHE_FOLDER = "mcvd_jax_cache"  # inside data.path when data.cache_dir is ""
@@ -45,7 +46,7 @@ _NPY_HEADER_BYTES = 128  # fixed, so frames can be written before their count is
 _LOG_EVERY_SECONDS = 30.0
 
 
-class CacheDirError(ValueError):
+class CacheDirError(ValueError, ProjectError):
   """The cache directory cannot be created or written (the message names data.cache_dir)."""
 
 

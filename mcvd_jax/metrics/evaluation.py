@@ -281,16 +281,23 @@ def _cell(report: dict, name: str) -> str:
 
 
 def markdown_table(report: dict, columns: Sequence[str] | None = None,
-                   leading: Sequence[tuple[str, Any]] = ()) -> str:
-  """A one-row Markdown table: the `leading` (label, value) cells, then the metric `columns`
-  (default: every metric in the report, in the paper's order FVD, PSNR, SSIM, LPIPS, MSE). Frame
-  metrics are the best-of-samples mean ± the 95% interval; FVD the per-sample-index mean."""
+                   leading: Sequence[tuple[str, Any]] = (),
+                   baselines: Sequence[tuple[str, dict]] = ()) -> str:
+  """A Markdown table: the `leading` (label, value) cells, then the metric `columns` (default:
+  every metric in the report, in the paper's order FVD, PSNR, SSIM, LPIPS, MSE). Frame metrics
+  are the best-of-samples mean ± the 95% interval; FVD the per-sample-index mean. `baselines`:
+  (label, report) rows under the model's, in a first column that names each row."""
   if columns is None:
     columns = [name for name in _COLUMN_ORDER if name in report]
   labels = [label for label, _ in leading] + [_LABELS[name] for name in columns]
-  cells = [str(value) for _, value in leading] + [_cell(report, name) for name in columns]
-  return "\n".join(["| " + " | ".join(labels) + " |", "|" + "---|" * len(labels),
-                    "| " + " | ".join(cells) + " |"])
+  rows = [("model", report)] + list(baselines)
+  if baselines:
+    labels = ["scores"] + labels
+  lines = ["| " + " | ".join(labels) + " |", "|" + "---|" * len(labels)]
+  for name, scores in rows:
+    cells = [str(value) for _, value in leading] + [_cell(scores, m) for m in columns]
+    lines.append("| " + " | ".join(([name] if baselines else []) + cells) + " |")
+  return "\n".join(lines)
 
 
 def _plain(value):

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from mcvd_jax.models.config import UNetConfig
-from mcvd_jax.models.layers import (AttnBlock, OutNorm, ResBlock, conv3x3, dense,
-                                    timestep_embedding)
+from mcvd_jax.models.kernels import timestep_embedding
+from mcvd_jax.models.layers import AttnBlock, OutNorm, ResBlock, conv3x3, dense
 
 
 class Module(NamedTuple):

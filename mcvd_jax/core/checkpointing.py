@@ -16,11 +16,20 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from mcvd_jax.train_step import TrainState
+from mcvd_jax.core.train_step import TrainState
+from mcvd_jax.errors import ProjectError
 
 
-class NoReadableCheckpointError(RuntimeError):
+class NoReadableCheckpointError(RuntimeError, ProjectError):
   """Every checkpoint in the directory failed to restore."""
+
+
+class CheckpointNotFoundError(FileNotFoundError, ProjectError):
+  """A path given as a checkpoint holds none."""
+
+
+class CheckpointMismatchError(ValueError, ProjectError):
+  """A checkpoint's parameters are not the tree the config's model has."""
 
 
 def state_to_dict(state: TrainState) -> dict:
@@ -33,8 +42,9 @@ def abstract_like(tree: Any) -> Any:
 
 
 def check_same_parameters(saved: Any, expected: Any) -> None:
-  """Raises ValueError naming the differences when two parameter trees (arrays, ShapeDtypeStructs
-  or checkpoint metadata: anything with .shape) differ in names or shapes."""
+  """Raises CheckpointMismatchError (a ValueError) naming the differences when two parameter
+  trees (arrays, ShapeDtypeStructs or checkpoint metadata: anything with .shape) differ in names
+  or shapes."""
   def shapes(tree):
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
@@ -47,7 +57,7 @@ def check_same_parameters(saved: Any, expected: Any) -> None:
   parts = [f"{name} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
            for name, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
   parts += [f"{k}: saved {saved[k]}, model {expected[k]}" for k in reshaped[:3]]
-  raise ValueError("the checkpoint's parameters do not fit the model config (" + "; ".join(parts)
+  raise CheckpointMismatchError("the checkpoint's parameters do not fit the model config (" + "; ".join(parts)
                    + "); use the model config the checkpoint was trained with")
 
 
@@ -89,7 +99,7 @@ class Checkpointer:
     """Only the EMA parameters saved at `step`, laid out as `abstract_params` (a pytree of
     ShapeDtypeStructs with shardings). A partial read: the raw parameters and the optimizer's
     moments (two thirds of the bytes) stay on disk, and the optimizer's structure does not matter.
-    ValueError when the saved parameters are not the tree `abstract_params` describes."""
+    CheckpointMismatchError when the saved parameters are not the tree `abstract_params` describes."""
     # A read-only manager of its own: partial reads need the PyTree handler for `state`, which
     # was written with the Standard one.
     reader = ocp.CheckpointManager(
@@ -168,16 +178,16 @@ def find_checkpoint_dir(path: str) -> tuple[str, int | None]:
   return path, None
 
 
-def load_ema_params(path: str, cfg) -> tuple[Any, int] | None:
+def load_ema_params(path: str, init_params: Callable[[jax.Array], Any]) -> tuple[Any, int] | None:
   """The EMA parameters (and their step) of the newest readable training checkpoint under `path`
-  (see find_checkpoint_dir), or None when there is no checkpoint. cfg: the UNetConfig the
-  checkpoint was trained with. Reads only the EMA parameters (Checkpointer.restore_ema)."""
-  from mcvd_jax.models import init_params
+  (see find_checkpoint_dir), or None when there is no checkpoint. init_params(key): the family's
+  initialiser of the model the checkpoint was trained with (only its shapes are used). Reads only
+  the EMA parameters (Checkpointer.restore_ema)."""
   workdir, step = find_checkpoint_dir(path)
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  shapes = jax.eval_shape(lambda key: init_params(cfg, key), jax.random.key(0))
+  shapes = jax.eval_shape(init_params, jax.random.key(0))
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                           shapes)
   checkpointer = Checkpointer(workdir)

@@ -2,7 +2,7 @@
 checkpoint, or random weights) into GIFs, conditioned on real test clips of the config's dataset.
 
 `task_inputs` splits a real clip into what a task is given and what it must produce; the training
-loop uses it for its periodic samples, `sample_and_save` for `main --mode=sample`.
+media use it for their periodic samples, `sample_and_save` for `main --mode=sample`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mcvd_jax.compilation import jit
+from mcvd_jax.core.checkpointing import CheckpointNotFoundError, load_ema_params
+from mcvd_jax.core.compilation import jit
+from mcvd_jax.core.config_checks import ConfigError
 from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
-from mcvd_jax.experiment import TASKS
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
 from mcvd_jax.video.io import frames_to_unit_range, to_uint8, video_grid, write_gif
 from mcvd_jax.video.rollout import make_rollout
+from mcvd_jax.video_diffusion.training import TASKS
 
 
 class TaskInputs(NamedTuple):
@@ -55,7 +57,7 @@ def task_inputs(task: str, clip: jax.Array, cfg: UNetConfig, horizon: int) -> Ta
   `horizon` frames to produce.
   """
   if task not in TASKS:
-    raise ValueError(f"sampling.task={task!r} is unknown; use one of {TASKS}")
+    raise ConfigError(f"sampling.task={task!r} is unknown; use one of {TASKS}")
   need = clip_frames_for_task(task, cfg, horizon)
   if clip.shape[1] < need:
     raise ValueError(f"task {task!r} with {horizon} frames needs clips of {need} frames, got "
@@ -104,7 +106,6 @@ def load_for_sampling(config: Any, workdir: str, checkpoint: str | None):
   checkpoint (a directory with model_config.json), a training checkpoint (--checkpoint naming a
   workdir, its checkpoints/ directory or one checkpoints/<step>; else the workdir's newest; EMA
   parameters), or random weights."""
-  from mcvd_jax.checkpointing import load_ema_params
   if checkpoint and os.path.exists(os.path.join(checkpoint, "model_config.json")):
     from mcvd_jax.convert.export import diffusion_overrides, load_converted
     cfg, params, schedule_fields = load_converted(checkpoint)
@@ -113,13 +114,13 @@ def load_for_sampling(config: Any, workdir: str, checkpoint: str | None):
     return cfg, params, section, f"converted checkpoint {checkpoint}"
   cfg = UNetConfig.from_mapping(config.model)
   source = checkpoint or workdir
-  loaded = load_ema_params(source, cfg)
+  loaded = load_ema_params(source, lambda key: init_params(cfg, key))
   if loaded is not None:
     params, step = loaded
     return cfg, params, config.diffusion, f"EMA parameters of step {step} in {source}"
   if checkpoint:
-    raise FileNotFoundError(f"--checkpoint={checkpoint!r} holds neither a converted checkpoint "
-                            f"(model_config.json) nor training checkpoints")
+    raise CheckpointNotFoundError(f"--checkpoint={checkpoint!r} holds neither a converted "
+                                  f"checkpoint (model_config.json) nor training checkpoints")
   logging.warning("no checkpoint in %s: sampling from a RANDOMLY INITIALISED network (noise-like "
                   "output); train first, or pass --checkpoint", workdir)
   return cfg, init_params(cfg, jax.random.key(config.seed)), config.diffusion, "random weights"
@@ -131,7 +132,7 @@ def sample_and_save(config: Any, workdir: str, checkpoint: str | None = None) ->
   .npy and a .json description. Returns the GIF path."""
   task, batch, horizon = config.sampling.task, config.sampling.batch_size, config.sampling.num_frames
   if task not in TASKS:  # before any compilation
-    raise ValueError(f"sampling.task={task!r} is unknown; use one of {TASKS}")
+    raise ConfigError(f"sampling.task={task!r} is unknown; use one of {TASKS}")
   os.makedirs(workdir, exist_ok=True)
   cfg, params, diffusion_section, source = load_for_sampling(config, workdir, checkpoint)
   logging.info("sampling %s from %s", task, source)

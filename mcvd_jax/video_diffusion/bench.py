@@ -1,0 +1,224 @@
+"""MCVD's benchmarks for `python -m mcvd_jax.bench` (the default family; prints one JSON object).
+
+  python -m mcvd_jax.bench                         # forward + DDPM-100 sampler, smmnist and small
+  python -m mcvd_jax.bench --models=smmnist --parts=forward --repeats=10
+  python -m mcvd_jax.bench --models=smmnist --parts=train --repeats=5   # the paper's SMMNIST step
+  python -m mcvd_jax.bench --parts=data    # input pipeline vs the BAIR train step's consumption
+  python -m mcvd_jax.bench --parts=fvd --batch=4 --repeats=2   # I3D features/s for FVD
+
+For each named model size: the jitted forward pass, one training update (forward + backward +
+clipping + Adam + EMA, donated state, as the training loop runs it) and a full DDPM sampler call
+(median seconds over repeats after a warm-up call, frames/s, and GFLOP/s from XLA's cost analysis
+of the compiled program). Parameters are random: speed does not depend on their values.
+
+`--parts=data` times the input pipeline instead: `ClipDataset.train_batch` on a synthetic frame
+cache of BAIR's size (`--data_videos` videos of 30 frames of 64x64x3, built once in a temporary
+directory), at the paper's BAIR batch (64 clips of 1 or 2 past + 5 current frames). It sets that
+against the most an accelerator of `--accelerator_tflops` could consume: the FLOPs of one BAIR
+train step (XLA's cost analysis of the lowered step; nothing is compiled or run) at that peak rate.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from absl import app, flags
+
+from mcvd_jax.core.bench import gflop, timed, timing_report
+
+flags.DEFINE_list("models", ["smmnist", "small"], "Named model sizes to time.")
+flags.DEFINE_list("parts", ["forward", "train", "sampler"],
+                  "What to time: forward, train, sampler (per model), data (input pipeline), fvd "
+                  "(I3D features of 16-frame 224x224 clips).")
+flags.DEFINE_integer("data_videos", 43_264, "data: videos in the synthetic cache (BAIR's train).")
+flags.DEFINE_integer("data_batches", 100, "data: timed train_batch calls per clip length.")
+flags.DEFINE_float("accelerator_tflops", 989.0,
+                   "data: peak TFLOP/s fed by one host (default one H100 SXM, bf16 dense).")
+flags.DEFINE_integer("sampler_steps", 100, "DDPM steps of the sampler call.")
+flags.DEFINE_integer("sampler_repeats", 1, "Timed repeats of the sampler call.")
+flags.DEFINE_string("dtype", "float32", "Compute dtype (float32 or bfloat16).")
+
+# The paper's SMMNIST network and a small one for quick checks.
+MODEL_SIZES = {
+    "smmnist": dict(image_size=64, channels=1, num_frames=5, num_frames_cond=5, ngf=64,
+                    ch_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(8, 16, 32),
+                    n_head_channels=64),
+    "small": dict(image_size=32, channels=1, num_frames=3, num_frames_cond=2, ngf=32,
+                  ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8, 16), n_head_channels=32),
+}
+
+
+def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
+                sampler_repeats: int, dtype: str) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from mcvd_jax.core.compilation import jit
+  from mcvd_jax.diffusion.samplers import make_sampler
+  from mcvd_jax.diffusion.schedules import linear_schedule
+  from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
+  if name not in MODEL_SIZES:
+    raise app.UsageError(f"unknown model size {name!r}; choose from {sorted(MODEL_SIZES)}")
+  cfg = UNetConfig(**MODEL_SIZES[name], dtype=dtype)
+  params = init_params(cfg, jax.random.key(0))
+  n_params = sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+  keys = jax.random.split(jax.random.key(1), 3)
+  x = jax.random.normal(keys[0], (batch, cfg.image_size, cfg.image_size, cfg.num_frames * cfg.channels))
+  cond = jax.random.uniform(keys[1], (batch, cfg.image_size, cfg.image_size,
+                                      cfg.cond_frames * cfg.channels), minval=-1, maxval=1)
+  labels = jnp.full((batch,), 500, jnp.int32)
+  denoise = make_denoise_fn(cfg)
+  result = {"model": name, "batch": batch, "dtype": dtype, "parameters": n_params,
+            "frames_per_call": batch * cfg.num_frames}
+  start = time.perf_counter()
+  forward = jit(denoise).lower(params, x, labels, cond).compile()
+  forward_compile_s = time.perf_counter() - start
+  forward_gflop = gflop(forward)
+  if "forward" in parts:
+    result["forward"] = timing_report(*timed(lambda: forward(params, x, labels, cond), repeats),
+                                      forward_compile_s, forward_gflop, batch * cfg.num_frames)
+  if "train" in parts:
+    result["train"] = bench_train_step(cfg, params, batch, repeats)
+  if "sampler" in parts:
+    sampler = make_sampler(denoise, kind="ddpm", schedule=linear_schedule(), subsample=sampler_steps)
+    start = time.perf_counter()
+    compiled = jit(sampler.sample).lower(params, x, cond, keys[2]).compile()
+    compile_s = time.perf_counter() - start
+    median, times, _ = timed(lambda: compiled(params, x, cond, keys[2]), sampler_repeats)
+    # XLA's cost analysis counts a scan body once: count the network calls instead.
+    network_calls = len(sampler.labels) + 1
+    sampler_gflop = forward_gflop * network_calls if forward_gflop else None
+    result["sampler"] = {"kind": "ddpm", "steps": network_calls,
+                         **timing_report(median, times, None, compile_s, sampler_gflop,
+                                         batch * cfg.num_frames)}
+  return result
+
+
+def paper_train_step(cfg, lr: float, warmup: int, jit_fn):
+  """(jit_fn(train step, donated state), optimizer, masking) with the paper's training settings:
+  DSM loss on the linear schedule, Adam(lr, linear warm-up over `warmup` steps), gradient
+  clipping 1.0, EMA 0.999 (core.train_step.make_train_step around the masked loss, as the
+  training loop builds it)."""
+  import types
+
+  import jax
+
+  from mcvd_jax.core.train_step import make_optimizer, make_train_step
+  from mcvd_jax.diffusion.losses import make_loss_fn
+  from mcvd_jax.diffusion.schedules import linear_schedule
+  from mcvd_jax.models import make_denoise_fn
+  from mcvd_jax.video_diffusion.training import Masking, make_masked_loss
+  tx = make_optimizer(types.SimpleNamespace(optimizer="adam", lr=lr, warmup=warmup, beta1=0.9,
+                                            beta2=0.999, eps=1e-8, weight_decay=0.0,
+                                            grad_clip=1.0))
+  masking = Masking(cfg.num_frames_cond, cfg.num_frames, cfg.num_frames_future)
+  loss_fn = make_masked_loss(make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule()),
+                             masking)
+  step = make_train_step(loss_fn, tx, ema_rate=0.999, train_key=jax.random.key(2))
+  return jit_fn(step, donate_argnums=0), tx, masking
+
+
+def bench_train_step(cfg, params, batch: int, repeats: int) -> dict:
+  """One update of the paper's SMMNIST training step (paper_train_step: Adam lr 2e-4, 1000 warm-up
+  steps) on uint8 clips of Nc + T frames, state donated as in training."""
+  import jax
+  import numpy as np
+
+  from mcvd_jax.core.compilation import jit
+  from mcvd_jax.core.train_step import create_train_state
+  steps, tx, masking = paper_train_step(cfg, lr=2e-4, warmup=1000, jit_fn=jit)
+  videos = np.random.default_rng(0).integers(
+      0, 256, (1, batch, masking.clip_frames, cfg.image_size, cfg.image_size, cfg.channels),
+      dtype=np.uint8)
+  state = create_train_state(jax.tree.map(lambda p: p.copy(), params), tx)
+  start = time.perf_counter()
+  compiled = steps.lower(state, videos).compile()
+  compile_s = time.perf_counter() - start
+  holder = [state]
+
+  def one_update():
+    holder[0], metrics = compiled(holder[0], videos)
+    return metrics["loss"]
+
+  return timing_report(*timed(one_update, repeats), compile_s, gflop(compiled),
+                       batch * cfg.num_frames)
+
+
+def bench_data(num_videos: int, num_batches: int, accelerator_tflops: float) -> dict:
+  """Frames/s of ClipDataset.train_batch from a synthetic BAIR-sized cache at the paper's BAIR
+  batch, against the most a `accelerator_tflops` accelerator could consume (see module doc)."""
+  import shutil
+  import tempfile
+
+  from mcvd_jax.data.throughput import synthetic_dataset, time_train_batches
+  directory = tempfile.mkdtemp(prefix="mcvd_jax_bench_data_")
+  try:
+    dataset, build_s = synthetic_dataset(directory, num_videos)
+    frames = dataset.split("train").frames
+    result = {"videos": num_videos, "cache_gb": frames.nbytes / 1e9, "build_seconds": build_s,
+              "accelerator_tflops": accelerator_tflops, "runs": []}
+    for past in (1, 2):  # configs/bair.py: 1 past frame, or 2 with the c2 variant
+      run = time_train_batches(dataset, 64, past + 5, num_batches)
+      tflop = bair_step_tflop(past) / 1e12
+      run["train_step_tflop"] = tflop
+      run["consumed_frames_per_second_at_peak"] = 64 * (past + 5) * accelerator_tflops / tflop
+      run["margin"] = run["frames_per_second"] / run["consumed_frames_per_second_at_peak"]
+      result["runs"].append(run)
+  finally:
+    shutil.rmtree(directory, ignore_errors=True)
+  return result
+
+
+def bair_step_tflop(past_frames: int) -> float:
+  """FLOPs of one paper BAIR train step (batch 64, ngf 192), from the lowered program."""
+  import jax
+  import numpy as np
+
+  from mcvd_jax.core.train_step import abstract_train_state
+  from mcvd_jax.models import UNetConfig, init_params
+  cfg = UNetConfig(image_size=64, channels=3, num_frames=5, num_frames_cond=past_frames,
+                   ngf=192, ch_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(8, 16, 32),
+                   n_head_channels=192)
+  step, tx, masking = paper_train_step(cfg, lr=1e-4, warmup=5000, jit_fn=jax.jit)
+  state = abstract_train_state(lambda key: init_params(cfg, key), tx,
+                               jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  videos = jax.ShapeDtypeStruct((1, 64, masking.clip_frames, 64, 64, 3), np.uint8)
+  return gflop(step.lower(state, videos)) * 1e9
+
+
+def bench_fvd(batch: int, repeats: int) -> dict:
+  """FVD features per second: uint8 16-frame 224x224 RGB clips through fvd.i3d_features (resize,
+  I3D logits), `batch` clips per call sharded over every device."""
+  import numpy as np
+
+  from mcvd_jax.metrics import fvd
+  params = fvd.load_i3d_params()
+  clips = np.random.default_rng(0).integers(0, 256, (batch, 16, 224, 224, 3), np.uint8)
+  start = time.perf_counter()
+  fvd.i3d_features(params, clips, batch)  # compiles; returns host arrays, so nothing is pending
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fvd.i3d_features(params, clips, batch)
+    times.append(time.perf_counter() - start)
+  median = statistics.median(times)
+  return {"clip": [16, 224, 224, 3], "batch": batch, "seconds_median": median,
+          "seconds_all": times, "first_call_seconds": compile_s, "clips_per_second": batch / median,
+          "seconds_per_clip": median / batch}
+
+
+def run(flags_values) -> dict:
+  """What `python -m mcvd_jax.bench` reports for MCVD (flags_values: the parsed flags)."""
+  f = flags_values
+  report = {"results": []}
+  if "data" in f.parts:
+    report["data"] = bench_data(f.data_videos, f.data_batches, f.accelerator_tflops)
+  if "fvd" in f.parts:
+    report["fvd"] = bench_fvd(f.batch, f.repeats)
+  model_parts = [p for p in f.parts if p not in ("data", "fvd")]
+  for name in f.models if model_parts else []:
+    report["results"].append(bench_model(name, f.batch, model_parts, f.repeats, f.sampler_steps,
+                                         f.sampler_repeats, f.dtype))
+  return report

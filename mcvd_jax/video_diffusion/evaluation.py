@@ -1,0 +1,284 @@
+"""MCVD's evaluation protocols for `main --mode=eval`: `evaluation(config, workdir, checkpoint)`
+describes them as core.eval_runner jobs. No maths here: the protocols are `metrics.protocols`, the
+sampling `video.rollout`, the scores `metrics.evaluation`; the runner keeps the batches and writes
+the reports.
+
+For every protocol chosen (config `eval` section; by default every protocol of the config's dataset
+that the model can run) it takes the dataset's deterministic test clips, draws S samples per test
+video with the block-autoregressive rollout and scores them. Test videos are processed
+`eval.batch_size` at a time (each sampled S times in one call, sharded over every device); each
+finished batch holds per-video scores (and I3D features). Sample s of test video i is drawn with
+the key fold_in(fold_in(protocol key, i), s), so a video's samples do not depend on the batching,
+the device count or what ran before: a resumed evaluation gives the uninterrupted one's numbers.
+The fingerprint records the checkpoint, sampler, model, data and counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import numpy as np
+from absl import logging
+
+from mcvd_jax.core.eval_runner import (REPORT_JSON, EvalError, EvalJob, Evaluation,
+                                       run_evaluation)
+from mcvd_jax.diffusion.factory import diffusion_from_config, sampler_from_config
+from mcvd_jax.metrics import baselines, evaluation, protocols
+from mcvd_jax.metrics.sharded import data_mesh
+from mcvd_jax.models import UNetConfig, make_denoise_fn
+from mcvd_jax.video_diffusion.eval_sampling import (horizon, protocol_key, sample_batch,
+                                                    sample_keys, video_sampler)
+from mcvd_jax.video_diffusion.sampling import load_for_sampling
+from mcvd_jax.video_diffusion.training import Masking, enabled_tasks
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The config's `eval` section, checked."""
+
+  protocols: tuple[str, ...]
+  num_test_videos: int
+  samples_per_video: int
+  metrics: tuple[str, ...]
+  batch_size: int
+  metric_batch_size: int
+  save_samples: bool
+  fid_weights: str
+
+
+def _names(text: str) -> tuple[str, ...]:
+  return tuple(part.strip() for part in str(text).split(",") if part.strip())
+
+
+def settings_from_config(config: Any) -> Settings:
+  e = config.eval
+  for field in ("num_test_videos", "samples_per_video"):
+    if e[field] < 0:
+      raise EvalError(f"eval.{field}={e[field]} must be >= 0 (0: the protocol's)")
+  for field in ("batch_size", "metric_batch_size"):
+    if e[field] < 1:
+      raise EvalError(f"eval.{field}={e[field]} must be >= 1")
+  metrics = _names(e.metrics)
+  try:
+    evaluation.check_metrics(metrics)
+  except ValueError as err:
+    raise EvalError(f"eval.metrics: {err}") from None
+  for name in _names(e.protocols):  # unknown names fail before the model is loaded
+    try:
+      protocols.get(name)
+    except ValueError as err:
+      raise EvalError(f"eval.protocols: {err}") from None
+  return Settings(_names(e.protocols), int(e.num_test_videos), int(e.samples_per_video), metrics,
+                  int(e.batch_size), int(e.metric_batch_size), bool(e.save_samples),
+                  str(e.fid_weights))
+
+
+def select_protocols(config: Any, cfg: UNetConfig, settings: Settings) -> list[protocols.Protocol]:
+  """The protocols to run, with the `eval` overrides applied; EvalError naming the config field
+  when a named protocol is unknown or does not fit the model, or when none fits."""
+  t = config.training
+  tasks = enabled_tasks(Masking(cfg.num_frames_cond, cfg.num_frames, cfg.num_frames_future,
+                                t.prob_mask_cond, t.prob_mask_future, bool(t.prob_mask_sync)))
+  dataset = config.data.dataset
+
+  def why_not(p):
+    return protocols.mismatch(p, cfg.num_frames_cond, cfg.num_frames, cfg.num_frames_future, tasks)
+
+  if settings.protocols:
+    chosen = []
+    for name in settings.protocols:
+      protocol = protocols.get(name)
+      reason = why_not(protocol)
+      if reason:
+        raise EvalError(f"eval.protocols: {name} does not fit this model: {reason}")
+      chosen.append(protocol)
+  else:
+    candidates = protocols.for_dataset(dataset)
+    chosen = [p for p in candidates if why_not(p) is None]
+    if not chosen:
+      reasons = "; ".join(f"{p.name}: {why_not(p)}" for p in candidates) or "none are defined"
+      raise EvalError(f"no evaluation protocol of data.dataset={dataset!r} fits this model "
+                      f"({reasons}). Name one with --config.eval.protocols=...")
+  runs = []
+  for p in chosen:
+    metrics = _metrics_for(p, settings.metrics)
+    if not metrics:
+      message = (f"eval.metrics={','.join(settings.metrics)} leaves protocol {p.name} nothing to "
+                 f"compute (it computes {', '.join(p.metrics)})")
+      if settings.protocols:
+        raise EvalError(message)
+      logging.info("skipping %s: %s", p.name, message)
+      continue
+    runs.append(p.with_overrides(settings.num_test_videos, settings.samples_per_video, metrics))
+  if not runs:
+    raise EvalError(f"eval.metrics={','.join(settings.metrics)} leaves no protocol anything to "
+                    f"compute")
+  for p in runs:
+    _check_protocol(p, cfg)
+  return runs
+
+
+def _metrics_for(p: protocols.Protocol, wanted: tuple[str, ...]) -> tuple[str, ...]:
+  """eval.metrics narrows a protocol's metrics (generation stays FVD-only: its frames have no
+  ground truth to compare with); fid, which no protocol computes by default, can be added."""
+  if not wanted:
+    return p.metrics
+  return tuple(m for m in wanted if m in p.metrics or m == "fid")
+
+
+def _check_protocol(p: protocols.Protocol, cfg: UNetConfig) -> None:
+  """evaluation.check_shapes on the protocol's sizes, before anything is compiled."""
+  real = (p.num_test_videos, p.clip_frames, cfg.image_size, cfg.image_size, cfg.channels)
+  try:
+    evaluation.check_shapes(real, real[:1] + (p.samples_per_video,) + real[1:],
+                            cond_frames=p.scored_cond_frames, future_frames=p.future_frames,
+                            metrics=p.metrics)
+    evaluation.check_set_size(p.num_test_videos, p.clip_frames - p.scored_cond_frames -
+                              p.future_frames, p.metrics)
+  except ValueError as err:
+    raise EvalError(f"protocol {p.name} ({p.num_test_videos} test videos, {p.samples_per_video} "
+                    f"samples, metrics {', '.join(p.metrics)}): {err}. Adjust --config.eval."
+                    f"num_test_videos / samples_per_video / metrics") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# One protocol as a job of the runner
+
+
+def _fingerprint(config: Any, p: protocols.Protocol, settings: Settings, source: str,
+                 diffusion: Any) -> dict:
+  """What a protocol's batch files depend on; compared on resume. diffusion: the section the
+  weights use (a converted checkpoint's schedule)."""
+  sampling = {k: v for k, v in config.sampling.to_dict().items()
+              if k not in ("task", "num_frames", "batch_size")}  # sample mode's, unused here
+  return {"protocol": dataclasses.asdict(p), "batch_size": settings.batch_size,
+          "checkpoint": source, "seed": config.seed, "model": config.model.to_dict(),
+          "diffusion": diffusion.to_dict(), "sampling": sampling,
+          "data": {k: v for k, v in config.data.to_dict().items()
+                   if k not in ("path", "cache_dir", "mnist_path")}}  # where, not what
+
+
+def markdown_section(entry: dict) -> str:
+  """A protocol's report entry as its settings and a table with the paper's columns."""
+  p, results = entry["protocol"], entry["results"]
+  computed = [m for m in ("fvd", "fid", "psnr", "ssim", "lpips", "mse") if m in results]
+  columns = [m for m in p["table"] if m in results] or computed
+  if p["task"] == "interpolation":
+    what = f"{p['cond_frames']} past + {p['future_frames']} future → {p['pred_frames']} frames"
+    leading = [("p", p["cond_frames"]), ("f", p["future_frames"]), ("k", p["pred_frames"])]
+  elif p["task"] == "generation":
+    what = f"{p['cond_frames'] + p['pred_frames']} frames from nothing"
+    leading = [("frames", p["cond_frames"] + p["pred_frames"])]
+  else:
+    what = f"{p['cond_frames']} past → {p['pred_frames']} frames"
+    leading = [("p", p["cond_frames"]), ("n", p["pred_frames"])]
+  rows = [(results["baseline"]["label"], results["baseline"])] if "baseline" in results else []
+  lines = [f"## {p['name']}: {p['task']}, {what}", "",
+           f"{results['num_videos']} test videos x {results['samples_per_video']} samples. "
+           "FVD: mean over sample indices; frame metrics: best of the samples per video, mean "
+           "± 95% interval over videos." + (" The baseline row scores the same clips made "
+                                            "from the given frames alone." if rows else ""), "",
+           evaluation.markdown_table(results, columns, leading, baselines=rows), ""]
+  others = [m for m in computed if m not in columns]
+  if others:
+    lines += [f"Also computed (see {REPORT_JSON}): {', '.join(others)}.", ""]
+  return "\n".join(lines)
+
+
+def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, dataset: Any,
+                 settings: Settings, source: str, mesh: Any, weights: dict,
+                 p: protocols.Protocol) -> EvalJob:
+  """The runner's job for protocol `p`: batches of test videos sampled and scored."""
+  clips = np.asarray(dataset.test_videos(p.clip_frames, p.num_test_videos))
+  key = protocol_key(config.seed, p.name)
+  sampler = video_sampler(cfg, diffusion, config.sampling, horizon(p, cfg))
+  size, s = settings.batch_size, p.samples_per_video
+  rows = min(size, p.num_test_videos) * s
+  baseline = baselines.BASELINE_FOR_TASK.get(p.task)  # None for generation
+  keys = evaluation.score_keys(p.metrics)
+  if baseline:
+    keys |= {f"baseline/{k}" for k in keys}
+
+  def score(real, fake):
+    return evaluation.score_videos(
+        real, fake, cond_frames=p.scored_cond_frames, future_frames=p.future_frames,
+        metrics=p.metrics, binarize=p.binarize, batch_size=settings.metric_batch_size,
+        mesh=mesh, **weights)
+
+  def compute_batch(first: int, count: int) -> dict[str, np.ndarray]:
+    real = clips[first:first + count]
+    fake = sample_batch(sampler, params, p, cfg, real, sample_keys(key, first, count, s), rows,
+                        mesh)
+    arrays = score(real, fake)
+    if baseline:
+      made = baselines.make_baseline(baseline, real, p.cond_frames, p.future_frames)
+      arrays.update({f"baseline/{k}": v for k, v in score(real, made).items()})
+    if settings.save_samples:
+      arrays["samples"] = fake
+    return arrays
+
+  def summarize(scores: dict[str, np.ndarray]) -> dict:
+    def report(prefix):
+      return evaluation.report_from_scores(
+          {k[len(prefix):]: v for k, v in scores.items() if k.startswith(prefix) and
+           "/" not in k[len(prefix):]}, metrics=p.metrics, cond_frames=p.scored_cond_frames,
+          future_frames=p.future_frames)
+    results = report("")
+    if baseline:
+      results["baseline"] = {"name": baseline, "label": baselines.LABELS[baseline],
+                             **report("baseline/")}
+    return results
+
+  return EvalJob(name=p.name, fingerprint=_fingerprint(config, p, settings, source, diffusion),
+                 num_items=p.num_test_videos, batch_size=size,
+                 expected_keys=frozenset(keys),
+                 compute_batch=compute_batch, summarize=summarize, markdown=markdown_section,
+                 describe={"protocol": dataclasses.asdict(p)})
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _load_weights(metrics: set[str], settings: Settings) -> dict:
+  """The metric networks' weights, read once, before any sampling (missing ones fail here)."""
+  weights = {}
+  if "lpips" in metrics:
+    from mcvd_jax.metrics.lpips import load_lpips_params
+    weights["lpips_params"] = load_lpips_params("alex")
+  if "fvd" in metrics:
+    from mcvd_jax.metrics.fvd import load_i3d_params
+    weights["i3d_params"] = load_i3d_params()
+  if "fid" in metrics:
+    from mcvd_jax.metrics.fid import load_inception_params
+    try:
+      weights["fid_params"] = load_inception_params(settings.fid_weights)
+    except FileNotFoundError as err:
+      raise EvalError(f"eval.fid_weights={settings.fid_weights!r}: {err}") from None
+  return weights
+
+
+def make_evaluation(config: Any, workdir: str, checkpoint: str | None = None) -> Evaluation:
+  """The protocols of the config's `eval` section on the EMA weights of the newest checkpoint in
+  `workdir` (or `checkpoint`, as sample mode), checked and loaded before any sampling."""
+  settings = settings_from_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  cfg, params, diffusion_section, source = load_for_sampling(config, workdir, checkpoint)
+  chosen = select_protocols(config, cfg, settings)
+  weights = _load_weights({m for p in chosen for m in p.metrics}, settings)
+  from mcvd_jax.data.registry import make_dataset
+  dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
+  sampler_from_config(make_denoise_fn(cfg), diffusion_from_config(diffusion_section),
+                      config.sampling)  # a bad sampler setting fails here, before any sampling
+  mesh = data_mesh()
+  jobs = tuple(protocol_job(config, cfg, params, diffusion_section, dataset, settings, source,
+                            mesh, weights, p) for p in chosen)
+  summary = {"dataset": config.data.dataset,
+             "sampler": {"kind": config.sampling.kind, "subsample": config.sampling.subsample}}
+  return Evaluation(source=source, jobs=jobs, summary=summary, to_json=evaluation.to_json)
+
+
+def evaluate_checkpoint(config: Any, workdir: str, checkpoint: str | None = None) -> str:
+  """make_evaluation run by the shared runner; returns the path of the JSON report."""
+  return run_evaluation(make_evaluation(config, workdir, checkpoint), workdir)

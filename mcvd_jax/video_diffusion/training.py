@@ -1,0 +1,165 @@
+"""MCVD's training pieces for the shared loop: the masked conditional loss on uint8 clips, the
+tasks each sample teaches, the training batches and the periodic sample GIFs.
+
+`make_masked_loss` turns the diffusion loss on stacked frames into the core's
+`loss_fn(params, video, key) -> (loss, metrics)`: it splits each clip into past | current |
+future, masks whole blocks at random (video.masking) and reports the loss of every task
+(`loss_sum/<task>`, `count/<task>`; the loop logs their windowed means as `loss/<task>`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mcvd_jax.core.compilation import jit
+from mcvd_jax.core.family import TrainingSetup
+from mcvd_jax.data.registry import make_dataset
+from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
+from mcvd_jax.diffusion.losses import make_loss_fn
+from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
+from mcvd_jax.video.io import frames_to_unit_range, to_uint8, video_grid, write_gif
+from mcvd_jax.video.masking import make_training_batch
+from mcvd_jax.video.rollout import make_rollout
+
+TASKS = ("prediction", "generation", "interpolation", "past_reconstruction")
+
+
+class Masking(NamedTuple):
+  """Frame counts of a training clip and the block-masking probabilities (see video.masking)."""
+
+  num_frames_cond: int
+  num_frames: int
+  num_frames_future: int
+  prob_mask_cond: float = 0.0
+  prob_mask_future: float = 0.0
+  prob_mask_sync: bool = False
+
+  @property
+  def clip_frames(self) -> int:
+    return self.num_frames_cond + self.num_frames + self.num_frames_future
+
+
+def masking_from_config(config: Any) -> Masking:
+  return Masking(config.model.num_frames_cond, config.model.num_frames,
+                 config.model.num_frames_future, config.training.prob_mask_cond,
+                 config.training.prob_mask_future, bool(config.training.prob_mask_sync))
+
+
+def task_masks(past_present: jax.Array, future_present: jax.Array, masking: Masking) -> dict:
+  """Which task each training sample teaches, from its block masks: name -> bool [B]."""
+  has_past, has_future = masking.num_frames_cond > 0, masking.num_frames_future > 0
+  past = past_present if has_past else jnp.zeros_like(past_present)
+  future = future_present if has_future else jnp.zeros_like(future_present)
+  tasks = {"generation": ~past & ~future}
+  if has_past:
+    tasks["prediction"] = past & ~future
+  if has_future:
+    tasks["past_reconstruction"] = ~past & future
+  if has_past and has_future:
+    tasks["interpolation"] = past & future
+  return tasks
+
+
+def enabled_tasks(masking: Masking) -> tuple[str, ...]:
+  """The tasks a model trained with these masks learns (those drawn with non-zero probability)."""
+  p_past = 1.0 - masking.prob_mask_cond if masking.num_frames_cond else 0.0
+  p_future = 1.0 - masking.prob_mask_future if masking.num_frames_future else 0.0
+  if masking.prob_mask_sync and masking.num_frames_cond and masking.num_frames_future:
+    joint = {"prediction": 0.0, "interpolation": p_past, "generation": 1.0 - p_past,
+             "past_reconstruction": 0.0}
+  else:
+    joint = {"prediction": p_past * (1.0 - p_future), "interpolation": p_past * p_future,
+             "generation": (1.0 - p_past) * (1.0 - p_future),
+             "past_reconstruction": (1.0 - p_past) * p_future}
+  return tuple(name for name in TASKS if joint[name] > 0)
+
+
+def make_masked_loss(diffusion_loss: Callable, masking: Masking) -> Callable:
+  """loss_fn(params, video, key) -> (loss, metrics) for the core's update.
+
+  diffusion_loss: diffusion.losses.make_loss_fn's function (params, x0, cond, key, cond_mask=...)
+  -> (loss, LossAux). video: uint8 [B, Nc+T+Nf, H, W, C]. The key is split into the masking key
+  and the loss key (noise levels, noise, dropout). metrics: `loss_sum/<task>` and `count/<task>`
+  over the batch's samples of each task.
+  """
+
+  def loss_fn(params: Any, video: jax.Array, key: jax.Array):
+    mask_key, loss_key = jax.random.split(key)
+    batch = make_training_batch(mask_key, frames_to_unit_range(video),
+                                num_frames_cond=masking.num_frames_cond,
+                                num_frames=masking.num_frames,
+                                num_frames_future=masking.num_frames_future,
+                                prob_mask_cond=masking.prob_mask_cond,
+                                prob_mask_future=masking.prob_mask_future,
+                                prob_mask_sync=masking.prob_mask_sync)
+    loss, aux = diffusion_loss(params, batch.x0, batch.cond, loss_key, cond_mask=batch.cond_mask)
+    metrics = {}
+    for name, selected in task_masks(batch.past_present, batch.future_present, masking).items():
+      metrics[f"loss_sum/{name}"] = jnp.sum(jnp.where(selected, aux.loss_per_sample, 0.0))
+      metrics[f"count/{name}"] = jnp.sum(selected.astype(jnp.float32))
+    return loss, metrics
+
+  return loss_fn
+
+
+def make_media_writer(config: Any, cfg: UNetConfig, dataset: Any, tasks: tuple[str, ...],
+                      rollout: Callable) -> Callable:
+  """write_media(step, params, workdir, key): EMA samples of each enabled task on real test clips,
+  WORKDIR/samples/step_<step>_<task>.gif (real clips in the top row, samples below), and the same
+  grids as TensorBoard images (frames side by side)."""
+  from mcvd_jax.video_diffusion.sampling import clip_frames_for_task, task_inputs
+  t, s = config.training, config.sampling
+
+  def write_media(step: int, params: Any, workdir: str, key: jax.Array):
+    directory = os.path.join(workdir, "samples")
+    os.makedirs(directory, exist_ok=True)
+    need = max(clip_frames_for_task(task, cfg, s.num_frames) for task in tasks)
+    clips = frames_to_unit_range(dataset.test_videos(need, t.sample_batch_size))
+    paths, images = [], {}
+    for i, task in enumerate(tasks):
+      given = task_inputs(task, clips, cfg, s.num_frames)
+      video = rollout(params, jax.random.fold_in(key, i), given.past, given.future,
+                      num_frames=given.num_frames, batch_size=t.sample_batch_size)
+      real, fake = to_uint8(given.real), to_uint8(jax.device_get(video))
+      grid = video_grid(np.concatenate([real, fake]), columns=real.shape[0])
+      path = os.path.join(directory, f"step_{step:08d}_{task}.gif")
+      if jax.process_index() == 0:
+        write_gif(path, grid)
+      paths.append(path)
+      images[f"samples/{task}"] = np.concatenate(list(grid), axis=1)[None]
+    return paths, images
+
+  return write_media
+
+
+def build(config: Any) -> TrainingSetup:
+  """MCVD's TrainingSetup from a validated config."""
+  cfg = UNetConfig.from_mapping(config.model)
+  masking = masking_from_config(config)
+  tasks = enabled_tasks(masking)
+  dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
+  diffusion = diffusion_from_config(config.diffusion)
+  denoise = make_denoise_fn(cfg)
+  diffusion_loss = make_loss_fn(denoise, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
+                                noise_model=diffusion.noise_model, l1=config.diffusion.l1)
+  sampler = sampler_from_config(denoise, diffusion, config.sampling)
+  rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
+                static_argnames=("num_frames", "batch_size"))
+
+  def train_batch(seed, step, batch_size, process_index, process_count):
+    return dataset.train_batch(seed, step, batch_size, masking.clip_frames, process_index,
+                               process_count)
+
+  meta = {"data_seed": int(config.seed), "dataset": config.data.dataset,
+          "model": json.loads(json.dumps(config.model.to_dict(), default=list))}
+  return TrainingSetup(
+      description=f"dataset: {dataset.description}; tasks learned: {', '.join(tasks)}",
+      init_params=lambda key: init_params(cfg, key),
+      loss_fn=make_masked_loss(diffusion_loss, masking), train_batch=train_batch, meta=meta,
+      write_media=make_media_writer(config, cfg, dataset, tasks, rollout))
