@@ -21,6 +21,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mcvd_jax.core.modes import MODES
+
 
 def _make_configs_importable(argv: list[str]) -> None:
   """Config files import their siblings as `configs.<name>`: put the directory that holds the
@@ -38,7 +40,7 @@ _make_configs_importable(sys.argv)
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, samples, TensorBoard).")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to run (core.modes).")
+flags.DEFINE_enum("mode", "train", list(MODES), "What to run (core.modes).")
 flags.DEFINE_string("checkpoint", None, "sample and eval modes: a converted reference checkpoint "
                     "(python -m mcvd_jax.convert --out=DIR), or another run's workdir / "
                     "checkpoints/<step> directory; default: the newest checkpoint in --workdir.")

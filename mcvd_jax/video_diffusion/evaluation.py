@@ -200,20 +200,23 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
   if baseline:
     keys |= {f"baseline/{k}" for k in keys}
 
-  def score(real, fake):
-    return evaluation.score_videos(
-        real, fake, cond_frames=p.scored_cond_frames, future_frames=p.future_frames,
-        metrics=p.metrics, binarize=p.binarize, batch_size=settings.metric_batch_size,
-        mesh=mesh, **weights)
-
   def compute_batch(first: int, count: int) -> dict[str, np.ndarray]:
     real = clips[first:first + count]
     fake = sample_batch(sampler, params, p, cfg, real, sample_keys(key, first, count, s), rows,
                         mesh)
-    arrays = score(real, fake)
-    if baseline:
+    scored = fake
+    if baseline:  # scored as one more sample: the real clips' features are computed once
       made = baselines.make_baseline(baseline, real, p.cond_frames, p.future_frames)
-      arrays.update({f"baseline/{k}": v for k, v in score(real, made).items()})
+      scored = np.concatenate([fake, made], axis=1)
+    arrays = evaluation.score_videos(
+        real, scored, cond_frames=p.scored_cond_frames, future_frames=p.future_frames,
+        metrics=p.metrics, binarize=p.binarize, batch_size=settings.metric_batch_size,
+        mesh=mesh, **weights)
+    if baseline:  # per-sample arrays [n, S + 1, ...] -> the model's S and the baseline's 1
+      for k in list(arrays):
+        real_side = k.endswith("_real")  # i3d_real, inception_real: shared by both
+        arrays[f"baseline/{k}"] = arrays[k] if real_side else arrays[k][:, s:]
+        arrays[k] = arrays[k] if real_side else arrays[k][:, :s]
     if settings.save_samples:
       arrays["samples"] = fake
     return arrays
