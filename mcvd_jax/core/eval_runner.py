@@ -60,12 +60,15 @@ class EvalJob:
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
   """What `--mode=eval` runs: `source` names what is evaluated (the report's title), `summary`
-  holds the report's other top-level fields (dataset, sampler, ...)."""
+  holds the report's other top-level fields (dataset, sampler, ...). `markdown(entries)`, given,
+  writes the body of eval_report.md from every job's report entry (job name -> entry) at once,
+  e.g. one table whose rows are the jobs; otherwise each job's own markdown is used in turn."""
 
   source: str
   jobs: tuple[EvalJob, ...]
   summary: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   to_json: Callable[[Any], str] = lambda report: json.dumps(report, indent=2)
+  markdown: Callable[[Mapping[str, dict]], str] | None = None
 
 
 def fingerprint_json(fields: Mapping[str, Any]) -> dict:
@@ -177,7 +180,9 @@ def run_evaluation(evaluation: Evaluation, workdir: str) -> str:
   report = {"checkpoint": evaluation.source, **evaluation.summary,
             "devices": jax.device_count(), "protocols": entries}
   lines = [f"# Evaluation of {evaluation.source}", ""]
-  for job in evaluation.jobs:
+  if evaluation.markdown is not None:
+    lines.append(evaluation.markdown(entries))
+  for job in evaluation.jobs if evaluation.markdown is None else ():
     lines.append(job.markdown(entries[job.name]))
   json_path = os.path.join(workdir, REPORT_JSON)
   if jax.process_index() == 0:

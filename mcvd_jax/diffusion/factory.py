@@ -9,7 +9,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
-from mcvd_jax.diffusion.noise import NoiseModel, make_noise_model
+from mcvd_jax.diffusion.noise import NoiseModel, check_target, make_noise_model
 from mcvd_jax.diffusion.samplers import Sampler, make_sampler
 from mcvd_jax.diffusion.schedules import Schedule, make_schedule, smld_sigmas
 
@@ -17,26 +17,31 @@ DIFFUSION_KINDS = ("ddpm", "smld")
 
 
 class Diffusion(NamedTuple):
-  """kind 'ddpm' carries a schedule, kind 'smld' its sigmas; both a noise model."""
+  """kind 'ddpm' carries a schedule, kind 'smld' its sigmas; both a noise model and the target the
+  network regresses ("white" | "correlated", noise.TARGETS)."""
 
   kind: str
   noise_model: NoiseModel
   schedule: Schedule | None = None
   sigmas: jax.Array | None = None
+  target: str = "white"
 
 
 def diffusion_from_config(section: Any) -> Diffusion:
   """section: the config's `diffusion` (kind, schedule, num_steps, beta_start, beta_end, noise,
-  sigma_begin, sigma_end)."""
+  target, sigma_begin, sigma_end)."""
   kind = section.kind
   if kind not in DIFFUSION_KINDS:
     raise ValueError(f"diffusion.kind={kind!r} is unknown; use one of {DIFFUSION_KINDS}")
   noise = make_noise_model(section.noise)
+  target = section.target
+  check_target(target)
   if kind == "ddpm":
-    return Diffusion(kind, noise, schedule=make_schedule(section.schedule, section.num_steps,
-                                                         section.beta_start, section.beta_end))
-  return Diffusion(kind, noise, sigmas=smld_sigmas(section.sigma_begin, section.sigma_end,
-                                                   section.num_steps))
+    return Diffusion(kind, noise, target=target,
+                     schedule=make_schedule(section.schedule, section.num_steps,
+                                            section.beta_start, section.beta_end))
+  return Diffusion(kind, noise, target=target,
+                   sigmas=smld_sigmas(section.sigma_begin, section.sigma_end, section.num_steps))
 
 
 def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any,
@@ -52,7 +57,7 @@ def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any
                       eta=section.eta, clip_before=section.clip_before, denoise=section.denoise,
                       reference_denoise_label=section.reference_denoise_label,
                       step_lr=section.step_lr, n_steps_each=section.n_steps_each,
-                      return_trajectory=return_trajectory)
+                      return_trajectory=return_trajectory, target=diffusion.target)
 
 
 def initial_scale(diffusion: Diffusion) -> float:

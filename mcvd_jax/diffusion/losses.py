@@ -1,7 +1,25 @@
-"""Training losses as pure functions: epsilon prediction (DDPM) and denoising score matching (SMLD).
+"""Training losses as pure functions: noise prediction for DDPM and denoising score matching for SMLD,
+isotropic or with a non-isotropic noise covariance Σ (diffusion/noise.py).
 
-The network predicts the noise that was added: z = Sigma^{1/2} eps (z = eps for isotropic noise).
-Reduction as the reference: 0.5 * squared error (or |error| with l1) summed over every pixel,
+DDPM (Ho et al. 2020; non-isotropic as arXiv 2210.12254): x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) z
+with z = Σ^{1/2} ε, ε ~ N(0, I).
+
+SMLD (Song & Ermon 2019) with the same Σ. Perturb x̃ = x + σ z, z = Σ^{1/2} ε, so that
+x̃ | x ~ N(x, σ² Σ) and its score is
+
+    ∇ log p(x̃ | x) = −Σ^{-1} (x̃ − x) / σ² = −Σ^{-1/2} ε / σ.
+
+Denoising score matching with NCSN's weight σ², (σ²/2) ‖s_θ(x̃, σ) + Σ^{-1/2} ε / σ‖², becomes, with
+the parametrisation s_θ = −Σ^{-1/2} ε_θ / σ, the plain ½ ‖ε_θ − ε‖²: the network predicts the white
+ε exactly as in the DDPM loss. The sampler (samplers.py) needs Σ s_θ = −Σ^{1/2} ε_θ / σ, the
+preconditioned score, whose Langevin update x ← x + (α/2) Σ s + sqrt(α) Σ^{1/2} z' keeps the same
+stationary density as the plain update while drawing its noise from Σ.
+
+`target` picks what the network regresses (noise.TARGETS): "white" ε (the paper's, default) or
+"correlated" z = Σ^{1/2} ε (this project's earlier parametrisation; the score is then
+−Σ^{-1} z_θ / σ). With Σ = I both are the isotropic loss, bit for bit.
+
+Reduction as the MCVD reference: 0.5 * squared error (or |error| with l1) summed over every pixel,
 channel and frame of the current frames, then averaged over the batch.
 """
 
@@ -12,7 +30,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mcvd_jax.diffusion.noise import NoiseModel, isotropic
+from mcvd_jax.diffusion.noise import NoiseModel, check_target, isotropic
 from mcvd_jax.diffusion.schedules import Schedule
 
 # denoise_fn(params, x, labels, cond, dropout_key, cond_mask=None) -> predicted noise, x's shape;
@@ -49,20 +67,23 @@ def perturb_smld(x0: jax.Array, noise: jax.Array, labels: jax.Array, sigmas: jax
 
 def make_loss_fn(denoise_fn: DenoiseFn, *, schedule: Schedule | None = None,
                  sigmas: jax.Array | None = None, noise_model: NoiseModel | None = None,
-                 l1: bool = False, train: bool = True) -> Callable[..., tuple[jax.Array, LossAux]]:
+                 l1: bool = False, train: bool = True,
+                 target: str = "white") -> Callable[..., tuple[jax.Array, LossAux]]:
   """Builds `loss_fn(params, x0, cond, key, labels=None, noise=None, cond_mask=None)
   -> (loss, LossAux)`.
 
   Give `schedule` for the DDPM epsilon loss or `sigmas` for the SMLD denoising score matching loss.
   x0: [B, H, W, T*C] clean current frames in [-1, 1]; cond: conditioning frames or None.
-  labels default to uniform draws over all levels, noise to `noise_model.sample`; passing them
-  fixes the draws (used to reproduce the reference exactly). `key` also feeds dropout when
+  labels default to uniform draws over all levels, noise (the white ε, x0's shape) to a fresh
+  draw; passing them fixes the draws (used to reproduce the reference exactly). The input is
+  perturbed with Σ^{1/2} ε; `target` ("white" | "correlated") is what the network regresses. `key` also feeds dropout when
   `train`; with train=False the network runs in evaluation mode. cond_mask [B] in {0, 1} marks
   samples whose past frames are present (only read by models with cond_emb).
   """
   if (schedule is None) == (sigmas is None):
     raise ValueError("make_loss_fn needs exactly one of schedule (DDPM) or sigmas (SMLD)")
   noise_model = noise_model or isotropic()
+  check_target(target)
   num_levels = schedule.num_steps if schedule is not None else int(sigmas.shape[0])
 
   def loss_fn(params: Any, x0: jax.Array, cond: jax.Array | None, key: jax.Array,
@@ -72,14 +93,16 @@ def make_loss_fn(denoise_fn: DenoiseFn, *, schedule: Schedule | None = None,
     if labels is None:
       labels = jax.random.randint(label_key, (x0.shape[0],), 0, num_levels)
     if noise is None:
-      noise = noise_model.sample(noise_key, x0.shape, x0.dtype)
-    if schedule is not None:
-      perturbed = perturb_ddpm(x0, noise, labels, schedule)
+      white, correlated = noise_model.sample_pair(noise_key, x0.shape, x0.dtype)
     else:
-      perturbed = perturb_smld(x0, noise, labels, sigmas)
+      white, correlated = noise, noise_model.sqrt_cov(noise)
+    if schedule is not None:
+      perturbed = perturb_ddpm(x0, correlated, labels, schedule)
+    else:
+      perturbed = perturb_smld(x0, correlated, labels, sigmas)
     prediction = denoise_fn(params, perturbed, labels, cond, dropout_key if train else None,
                             cond_mask=cond_mask)
-    per_sample = per_sample_error(noise, prediction, l1)
+    per_sample = per_sample_error(white if target == "white" else correlated, prediction, l1)
     return jnp.mean(per_sample), LossAux(labels, per_sample, perturbed, prediction)
 
   return loss_fn

@@ -37,6 +37,11 @@ class NoiseModel(Protocol):
     """Σ^{1/2} ε with ε ~ N(0, I); returns `shape` = `[..., H, W, C]` of `dtype`."""
     ...
 
+  def sample_pair(self, key: jax.Array, shape, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """(ε, Σ^{1/2} ε) from one draw ε ~ N(0, I): the white noise and the noise it becomes;
+    the second equals `sample(key, shape, dtype)`."""
+    ...
+
   def sqrt_cov(self, x: jax.Array) -> jax.Array:
     """Σ^{1/2} x for x: `[..., H, W, C]`; same shape and dtype."""
     ...
@@ -59,6 +64,11 @@ class IsotropicNoise:
   def sample(self, key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     """ε ~ N(0, I) of `shape` and `dtype` (exactly `jax.random.normal(key, shape, dtype)`)."""
     return jax.random.normal(key, shape, dtype)
+
+  def sample_pair(self, key: jax.Array, shape, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """(ε, ε): white and correlated noise are the same draw."""
+    eps = self.sample(key, shape, dtype)
+    return eps, eps
 
   def sqrt_cov(self, x: jax.Array) -> jax.Array:
     """Identity. x: `[..., H, W, C]`."""
@@ -137,12 +147,16 @@ class GFFNoise:
 
   def sample(self, key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     """Σ^{1/2} ε with ε ~ N(0, I); `shape` = `[..., H, W, C]`, returned as `dtype`."""
+    return self.sample_pair(key, shape, dtype)[1]
+
+  def sample_pair(self, key: jax.Array, shape, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """(ε, Σ^{1/2} ε) from one draw ε ~ N(0, I), both `shape` = `[..., H, W, C]` of `dtype`."""
     shape = tuple(shape)
-    _image_size(shape, "GFFNoise.sample")
+    _image_size(shape, "GFFNoise.sample_pair")
     # White noise is drawn in float32 whatever `dtype` is: the filter averages many pixels, and a
     # bfloat16 draw would quantise them before the averaging.
     eps = jax.random.normal(key, shape, jnp.float32)
-    return self.sqrt_cov(eps).astype(dtype)
+    return eps.astype(dtype), self.sqrt_cov(eps).astype(dtype)
 
   def sqrt_cov(self, x: jax.Array) -> jax.Array:
     """Σ^{1/2} x, the filter A. x: `[..., H, W, C]`; same shape and dtype."""
@@ -158,6 +172,30 @@ class GFFNoise:
     """Σ x, the filter A². x: `[..., H, W, C]`; same shape and dtype."""
     height, width = _image_size(x.shape, "GFFNoise.cov")
     return _fourier_filter(x, gff_amplitude(height, width) ** 2)
+
+
+# What the network regresses (config `diffusion.target`):
+#   white       the white draw ε (the paper's parametrisation, arXiv 2210.12254): loss ‖ε − ε_θ‖²,
+#               and the samplers use Σ^{1/2} ε_θ as the estimate of the noise in x_t;
+#   correlated  the noise itself, z = Σ^{1/2} ε: loss ‖z − z_θ‖², used by the samplers as it is.
+# Under GFF noise the correlated loss is dominated by the low frequencies (where Σ is large) and
+# the white one weights every frequency of ε alike, so the two train different models; with Σ = I
+# they are the same model.
+TARGETS = ("white", "correlated")
+
+
+def check_target(target: str) -> None:
+  """ValueError naming `diffusion.target` unless it is one of TARGETS."""
+  if target not in TARGETS:
+    raise ValueError(f"diffusion.target={target!r} is unknown; use one of {TARGETS} (white: the "
+                     f"network predicts the white noise ε, as the paper; correlated: Σ^{{1/2}} ε)")
+
+
+def correlated_estimate(noise_model: NoiseModel, target: str, prediction: jax.Array) -> jax.Array:
+  """The network's estimate of the noise Σ^{1/2} ε in its input, from its output `prediction`
+  ([..., H, W, C]) under `target`: Σ^{1/2} prediction for "white", prediction for "correlated"."""
+  check_target(target)
+  return noise_model.sqrt_cov(prediction) if target == "white" else prediction
 
 
 def isotropic() -> NoiseModel:

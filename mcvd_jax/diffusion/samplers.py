@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mcvd_jax.diffusion.noise import NoiseModel, isotropic
+from mcvd_jax.diffusion.noise import NoiseModel, check_target, correlated_estimate, isotropic
 from mcvd_jax.diffusion.schedules import Schedule, subsampled_steps
 
 KINDS = ("ddpm", "ddim", "smld")
@@ -57,7 +57,8 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
                  noise_model: NoiseModel | None = None, subsample: int | None = None,
                  eta: float = 0.0, clip_before: bool = True, denoise: bool = True,
                  reference_denoise_label: bool = False, step_lr: float = 8e-6,
-                 n_steps_each: int = 1, return_trajectory: bool = False) -> Sampler:
+                 n_steps_each: int = 1, return_trajectory: bool = False,
+                 target: str = "white") -> Sampler:
   """Builds a sampler around `denoise_fn(params, x, labels, cond, None, cond_mask=...)`.
 
   kind: 'ddpm' | 'ddim' (need `schedule`) or 'smld' (needs `sigmas`).
@@ -69,10 +70,19 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
     minus one, e.g. 9 for S = 10: a very noisy level). Off, we use the level the loop ended at,
     which is what the coefficient assumes. Keep it on to reproduce a converted checkpoint exactly.
   step_lr, n_steps_each: SMLD Langevin step size (scaled by (sigma / sigma_last)^2) and steps per level.
+  target: what the network predicts ("white" ε or "correlated" Σ^{1/2} ε; diffusion.target).
   """
   if kind not in KINDS:
     raise ValueError(f"sampling.kind={kind!r} is unknown; use one of {KINDS}")
   noise_model = noise_model or isotropic()
+  check_target(target)
+  network = denoise_fn
+
+  def denoise_fn(params, x, labels, cond, key, cond_mask=None):
+    """The network's estimate ẑ of the correlated noise in x (x's shape)."""
+    return correlated_estimate(noise_model, target,
+                               network(params, x, labels, cond, key, cond_mask=cond_mask))
+
   if kind == "smld":
     if sigmas is None:
       raise ValueError("the SMLD sampler needs sigmas (diffusion.kind='smld')")

