@@ -41,34 +41,22 @@ def get_config(arg=None):
   parts = default.parse_variant("configs/bair.py", arg, _PARTS, VARIANTS)
   config = default.get_config()
   config.data.dataset = "bair"
-  config.data.test_videos = 256  # every test video of the release, as the reference evaluates
 
   model = config.model
-  model.image_size = 64
   model.channels = 3
-  model.num_frames = 5
   model.num_frames_cond = 1
-  model.num_frames_future = 0
   model.ngf = 192
-  model.ch_mult = (1, 2, 3, 4)
-  model.num_res_blocks = 2
-  model.attn_resolutions = (8, 16, 32)
   model.n_head_channels = 192
-  model.dropout = 0.1
 
   config.optim.lr = 1e-4
   config.optim.warmup = 5000
-  config.training.batch_size = 64
   config.sampling.task = "prediction"
   config.sampling.num_frames = 28
-  config.sampling.subsample = 100
-  config.sampling.clip_before = True
 
   if "c2" in parts:
     model.num_frames_cond = 2
   if "spatin" in parts:
     model.spatin = True
-    model.spade_dim = 128
   if "past_mask" in parts:
     config.training.prob_mask_cond = 0.5
   if "general" in parts:

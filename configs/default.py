@@ -10,7 +10,11 @@ Defaults follow the reference's YAML files (`configs/smmnist_DDPM_big5.yml` and 
 per-dataset files apply the overrides of the paper's runs (`example_scripts/final/training_scripts.sh`).
 """
 
+import difflib
+
 import ml_collections
+
+from mcvd_jax.core.config_base import optim_section, training_section
 
 
 def get_config(arg=None):
@@ -75,31 +79,17 @@ def get_config(arg=None):
   sampling.num_frames = 10      # frames to generate
   sampling.batch_size = 4
 
-  config.optim = optim = ml_collections.ConfigDict()
-  optim.optimizer = "adam"      # adam (weight decay added to the gradient, as torch's Adam) | adamw
-  optim.lr = 2e-4
-  optim.warmup = 1000           # linear warm-up from 0, as the reference's warmup_lr
-  optim.beta1 = 0.9
-  optim.beta2 = 0.999
-  optim.eps = 1e-8
-  optim.weight_decay = 0.0
-  optim.grad_clip = 1.0         # global-norm clipping; 0 turns it off
+  # The shared sections (mcvd_jax/core: every field and its meaning in TRAINING_DEFAULTS and
+  # optim.OPTIM_DEFAULTS): Adam 2e-4 with a 1,000-update linear warm-up from 0 (the reference's
+  # warmup_lr), global-norm clipping at 1, no decay; adam adds weight decay to the gradient as
+  # torch's Adam does, adamw decouples it; sgd, cosine/linear decay and skip_grad_norm optional.
+  config.optim = optim_section()
 
-  config.training = training = ml_collections.ConfigDict()
-  training.batch_size = 64      # global batch over all devices and hosts
-  training.num_steps = 3_000_000
-  training.steps_per_dispatch = 1  # >1: several steps in one jitted scan (fewer host round trips)
-  training.prob_mask_cond = 0.0
-  training.prob_mask_future = 0.0
-  training.prob_mask_sync = False
-  training.ema_rate = 0.999
-  training.log_every = 100      # steps between loss / per-task loss / learning-rate logs
-  training.sample_every = 50_000  # steps between EMA sample videos of each enabled task (0: never)
-  training.sample_batch_size = 4  # videos per task in those samples
-  training.checkpoint_every = 5000
-  training.keep_checkpoints = 3
-  training.nonfinite_loss = "stop"  # stop | skip (drop that update and go on)
-  training.profile = False
+  config.training = training = training_section(
+      batch_size=64, num_steps=3_000_000, sample_every=50_000, sample_batch_size=4)
+  training.prob_mask_cond = 0.0    # MCVD: probability of masking the whole past block
+  training.prob_mask_future = 0.0  # MCVD: the same for the future block
+  training.prob_mask_sync = False  # MCVD: mask past and future together
 
   config.eval = ev = ml_collections.ConfigDict()  # main --mode=eval (mcvd_jax/video_diffusion/evaluation.py)
   ev.protocols = ""             # comma-separated names (mcvd_jax/metrics/protocols.py); "": every protocol of data.dataset this model can run
@@ -113,15 +103,24 @@ def get_config(arg=None):
   return config
 
 
+class UnknownVariantError(ValueError):
+  """A config file's variant (`--config=FILE:VARIANT`) is not one it accepts; the message names it
+  and lists the accepted ones, closest first (the command line prints it alone)."""
+
+
 def parse_variant(filename: str, arg: str | None, parts: tuple[str, ...],
                   variants: tuple[str, ...]) -> set[str]:
   """The parts of a variant written as `a+b` in any order, checked against the allowed `variants`
-  (each spelled in the order of `parts`); ValueError listing them otherwise."""
+  (each spelled in the order of `parts`); UnknownVariantError listing them, closest first,
+  otherwise."""
   variant = arg or ""
   given = variant.split("+") if variant else []
   rank = {p: i for i, p in enumerate(parts)}
   canonical = "+".join(sorted(given, key=lambda p: rank.get(p, len(parts))))
   if len(set(given)) != len(given) or canonical not in variants:
-    raise ValueError(f"{filename}: unknown variant {variant!r}; use one of "
-                     f"{', '.join(repr(v) for v in variants)}")
+    close = difflib.get_close_matches(canonical, variants, n=len(variants))
+    ordered = close + [v for v in variants if v not in close]
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
+    raise UnknownVariantError(f"{filename}: unknown variant {variant!r}{hint} Variants: "
+                              f"{', '.join(repr(v) for v in ordered)}")
   return set(given)

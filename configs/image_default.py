@@ -4,12 +4,14 @@ UNet as a one-frame, unconditional image denoiser, DDPM/DDIM/SMLD, isotropic or 
 Sections: data (which image set), model (the UNet; frame counts fixed at 1 / 0 / 0), diffusion,
 sampling (sampler and `num_images` for --mode=sample), optim, training, eval (FID / precision /
 recall / IS per sampler step count, or the offline digit-classifier scores for MNIST).
-The shared optim, training and diffusion fields and their defaults are configs/default.py's.
+The model, diffusion and sampling fields and their defaults are configs/default.py's; the optim and
+training sections are the shared base of every family (mcvd_jax/core/config_base.py).
 """
 
 import ml_collections
 
 from configs import default
+from mcvd_jax.core.config_base import optim_section, training_section
 
 
 def get_config(arg=None):
@@ -40,11 +42,10 @@ def get_config(arg=None):
   sampling.num_images = 64      # --mode=sample: images in the PNG grid
   sampling.batch_size = 64      # images per sampling call (sharded over the devices)
 
-  config.optim = ml_collections.ConfigDict(base.optim.to_dict())
-  config.training = training = ml_collections.ConfigDict(base.training.to_dict())
-  for mcvd_only in ("prob_mask_cond", "prob_mask_future", "prob_mask_sync"):
-    del training[mcvd_only]
-  training.sample_batch_size = 36  # images in each periodic sample grid
+  config.optim = optim_section()  # the shared section (core.config_base): Adam 2e-4, warm-up 1000
+  config.training = training_section(  # the shared section, with MCVD's default cadence
+      batch_size=64, num_steps=3_000_000, sample_every=50_000,
+      sample_batch_size=36)  # images in each periodic sample grid
 
   config.eval = ev = ml_collections.ConfigDict()  # main --mode=eval (image_diffusion/evaluation.py)
   ev.step_counts = (1000, 100, 50, 20, 10)  # one job per sampler step count (the paper's table rows)

@@ -25,56 +25,40 @@ Variants (`--config=configs/kth.py:VARIANT`):
 from configs import default
 
 VARIANTS = ("", "spatin", "past_mask", "general", "interp", "interp_c5")
+_PARTS = VARIANTS[1:]  # every variant is a single part: none combine
 
 
 def get_config(arg=None):
-  variant = arg or ""
-  if variant not in VARIANTS:
-    raise ValueError(f"configs/kth.py: unknown variant {variant!r}; use one of "
-                     f"{', '.join(repr(v) for v in VARIANTS)}")
+  parts = default.parse_variant("configs/kth.py", arg, _PARTS, VARIANTS)
   config = default.get_config()
   config.data.dataset = "kth"
 
   model = config.model
-  model.image_size = 64
-  model.channels = 1
-  model.num_frames = 5
   model.num_frames_cond = 10
-  model.num_frames_future = 0
   model.ngf = 96
-  model.ch_mult = (1, 2, 3, 4)
-  model.num_res_blocks = 2
-  model.attn_resolutions = (8, 16, 32)
   model.n_head_channels = 96
-  model.dropout = 0.1
 
-  config.optim.lr = 2e-4
   config.optim.warmup = 5000
-  config.training.batch_size = 64
   config.sampling.task = "prediction"
   config.sampling.num_frames = 20
-  config.sampling.subsample = 100
-  config.sampling.clip_before = True
 
-  if variant == "spatin":
+  if "spatin" in parts:
     model.spatin = True
     model.spade_dim = 192
     model.ngf = 192
-  elif variant == "past_mask":
+  elif "past_mask" in parts:
     config.training.prob_mask_cond = 0.5
-  elif variant == "general":
+  elif "general" in parts:
     model.num_frames_cond = 5
     model.num_frames_future = 5
     config.training.prob_mask_cond = 0.5
     config.training.prob_mask_future = 0.5
-  elif variant in ("interp", "interp_c5"):
-    past = 10 if variant == "interp" else 5
+  elif parts & {"interp", "interp_c5"}:
+    past = 10 if "interp" in parts else 5
     model.num_frames_cond = past
     model.num_frames = past
     model.num_frames_future = 5
     model.spatin = True
-    model.spade_dim = 128
-    config.training.prob_mask_cond = 0.0
     config.training.prob_mask_future = 0.5
     config.sampling.task = "interpolation"
   return config

@@ -19,19 +19,15 @@ Variants (`--config=configs/smmnist.py:VARIANT`):
 
 from configs import default
 
+VARIANTS = ("", "spatin", "past_mask", "general", "quick", "tiny")
+
 
 def get_config(arg=None):
-  config = default.get_config()
-  config.model.image_size = 64
-  config.model.channels = 1
-  config.model.num_frames = 5
-  config.model.num_frames_cond = 5
-  config.optim.lr = 2e-4
-  config.optim.warmup = 1000
-  config.training.batch_size = 64
+  default.parse_variant("configs/smmnist.py", arg, VARIANTS[1:], VARIANTS)
+  variant = arg or ""
+  config = default.get_config()  # the paper's SMMNIST network and recipe are the defaults
   config.training.log_every = 50
   config.sampling.num_frames = 20
-  variant = arg or ""
   if variant == "spatin":
     config.model.spatin = True
   elif variant == "past_mask":
@@ -60,9 +56,6 @@ def get_config(arg=None):
     config.training.sample_every = 4
     config.training.sample_batch_size = 2
     config.training.checkpoint_every = 2
-  elif variant:
-    raise ValueError(f"configs/smmnist.py: unknown variant {variant!r}; use spatin, past_mask, "
-                     f"general, quick or tiny")
   return config
 
 
@@ -75,8 +68,6 @@ def _quick(config):
   config.model.num_res_blocks = 1
   config.model.attn_resolutions = (8,)
   config.model.n_head_channels = 32
-  config.model.num_frames = 5
-  config.model.num_frames_cond = 5
   config.model.dropout = 0.0
   config.optim.warmup = 200
   # The paper's EMA rate 0.999 averages over ~1,000 steps, which here still holds the random
@@ -88,5 +79,4 @@ def _quick(config):
   config.training.log_every = 50
   config.training.sample_every = 500
   config.training.checkpoint_every = 250
-  config.sampling.subsample = 100
   config.sampling.num_frames = 10

@@ -35,25 +35,17 @@ def get_config(arg=None):
   config.data.dataset = "ucf101"
 
   model = config.model
-  model.image_size = 64
   model.channels = 3
   model.num_frames = 4
   model.num_frames_cond = 4
-  model.num_frames_future = 0
   model.ngf = 288
-  model.ch_mult = (1, 2, 3, 4)
-  model.num_res_blocks = 2
-  model.attn_resolutions = (8, 16, 32)
   model.n_head_channels = 288
-  model.dropout = 0.1
 
   config.optim.lr = 1e-4
   config.optim.warmup = 5000
   config.training.batch_size = 32
   config.sampling.task = "prediction"
   config.sampling.num_frames = 16
-  config.sampling.subsample = 100
-  config.sampling.clip_before = True
 
   if parts & {"spatin", "general", "interp"}:  # all of the scripts' UCF-101 SPATIN runs
     model.spatin = True
@@ -66,7 +58,6 @@ def get_config(arg=None):
     config.training.prob_mask_future = 0.5
   if "interp" in parts:
     model.num_frames_future = 4
-    config.training.prob_mask_cond = 0.0
     config.training.prob_mask_future = 0.5
     config.sampling.task = "interpolation"
   return config

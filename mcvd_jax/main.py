@@ -21,6 +21,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mcvd_jax import cli_errors
 from mcvd_jax.core.modes import MODES
 
 
@@ -58,10 +59,12 @@ def main(argv):
   if FLAGS.distributed:
     import jax
     jax.distributed.initialize()
+  from mcvd_jax import registry
   from mcvd_jax.core.modes import run_mode
   from mcvd_jax.errors import ProjectError
   try:
-    path = run_mode(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.checkpoint)
+    family = registry.family_of(FLAGS.config)
+    path = run_mode(family, FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.checkpoint)
   except ProjectError as error:
     sys.exit(f"error: {error}")
   if path:
@@ -69,5 +72,12 @@ def main(argv):
     print(path)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but a mistake in --config (an unknown field, section or variant, a value
+  of the wrong type, a missing file) or any other flag is one `error: ...` line and exit status 1,
+  before jax is imported (mcvd_jax/cli_errors.py), instead of ml_collections' traceback."""
+  return cli_errors.parse_flags_or_exit(FLAGS, argv, "config")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -11,6 +11,7 @@ import pytest
 from mcvd_jax.metrics import baselines, evaluation, fvd, protocols
 from mcvd_jax.models import UNetConfig
 from mcvd_jax.video_diffusion import evaluation as mcvd_eval
+from mcvd_jax.video_diffusion.config import EvalSettings
 
 
 def clips(n=3, t=6, size=8, seed=0):
@@ -85,7 +86,7 @@ def _job(monkeypatch, name, metrics, frames):
   p = protocols.get(name).with_overrides(3, 2, metrics)
   cfg = UNetConfig(image_size=16, channels=1, num_frames=p.pred_frames, num_frames_cond=2, ngf=8,
                    ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), n_head_channels=8)
-  settings = mcvd_eval.Settings((), 3, 2, metrics, 2, 4, False, "")
+  settings = EvalSettings((), 3, 2, metrics, 2, 4, False, "")
   import ml_collections
   config = ml_collections.ConfigDict({"seed": 0, "sampling": {}, "model": {}, "data": {}})
   job = mcvd_eval.protocol_job(config, cfg, None, ml_collections.ConfigDict(), _Clips(frames),

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from configs import smmnist
+from mcvd_jax.video_diffusion.family import FAMILY as MCVD
 from mcvd_jax.core import loop
 from mcvd_jax.core.checkpointing import Checkpointer, load_ema_params
 from mcvd_jax.models import UNetConfig, init_params
@@ -38,7 +39,7 @@ def test_a_checkpoint_of_the_previous_code_restores_and_training_continues(tmp_p
   # Written on one device with batch 2; restored here replicated over 8 (the batch does not
   # shape the state, but must split over the devices).
   config.training.batch_size = 8
-  trainer = loop.Trainer(config, str(workdir))
+  trainer = loop.Trainer(config, str(workdir), MCVD)
   checkpointer = Checkpointer(str(workdir))
   state, meta = checkpointer.restore_newest(trainer.abstract_state(), move_unreadable=False)
   checkpointer.close()
@@ -58,6 +59,6 @@ def test_a_checkpoint_of_the_previous_code_restores_and_training_continues(tmp_p
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
   config.training.num_steps = 2
-  continued = loop.train_and_evaluate(config, str(workdir))
+  continued = loop.train_and_evaluate(config, str(workdir), MCVD)
   assert int(continued.step) == 2
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1", "2"]

@@ -47,9 +47,9 @@ def cheap_weights(monkeypatch):
   # Every run evaluates the same random weights: initialise them once.
   loaded = {}
 
-  def load_once(config, workdir, checkpoint):
+  def load_once(config, checked, workdir, checkpoint):
     if "value" not in loaded:
-      loaded["value"] = sampling.load_for_sampling(config, workdir, checkpoint)
+      loaded["value"] = sampling.load_for_sampling(config, checked, workdir, checkpoint)
     return loaded["value"]
 
   monkeypatch.setattr(mcvd_eval, "load_for_sampling", load_once)

@@ -3,6 +3,7 @@
 import pytest
 
 from configs import bair, smmnist
+from mcvd_jax.video_diffusion.family import FAMILY as MCVD
 from mcvd_jax.core import loop
 from mcvd_jax.video_diffusion import config as experiment
 from mcvd_jax.data.registry import DatasetUnavailableError
@@ -36,7 +37,9 @@ def test_the_shipped_configs_are_valid():
     ({"training.nonfinite_loss": "ignore"}, "training.nonfinite_loss"),
     ({"training.ema_rate": 1.0}, "training.ema_rate"),
     ({"training.steps_per_dispatch": 0}, "training.steps_per_dispatch"),
-    ({"optim.optimizer": "sgd"}, "optim.optimizer"),
+    ({"optim.optimizer": "lion"}, "optim.optimizer"),
+    ({"optim.schedule": "cosine", "optim.warmup": 10**7}, "optim.schedule"),  # nothing to decay
+    ({"training.eval_every": -1}, "training.eval_every"),
     ({"optim.lr": 0.0}, "optim.lr"),
     ({"optim.grad_clip": -1.0}, "optim.grad_clip"),
 ])
@@ -49,4 +52,4 @@ def test_missing_user_dataset_fails_before_compilation(tmp_path):
   config = bair.get_config("")
   config.data.path = "/data/bair"
   with pytest.raises(DatasetUnavailableError, match="/data/bair"):
-    loop.Trainer(config, str(tmp_path))
+    loop.Trainer(config, str(tmp_path), MCVD)

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from configs import cifar10, mnist
+
 from mcvd_jax.core import loop
 from mcvd_jax.core.config_checks import ConfigError
 from mcvd_jax.core.modes import run_mode
@@ -68,20 +69,20 @@ def test_mnist_image_model_trains_samples_and_evaluates(tmp_path, classifier_fil
   config = mnist.get_config("gff+tiny")  # GFF noise, the white target: the paper's model
   config.eval.classifier_path = classifier_file
   config.eval.num_samples, config.eval.batch_size = 192, 64  # FID of 128-d features: N > D
-  state = loop.train_and_evaluate(config, str(tmp_path))
+  state = loop.train_and_evaluate(config, str(tmp_path), FAMILY)
   assert int(state.step) == 4
   grid = np.asarray(Image.open(tmp_path / "samples" / "step_00000004.png"))
   assert grid.shape == (2 * 32 + 2, 2 * 32 + 2)  # 4 samples, 2 x 2 tiles of 32 x 32
 
-  png = run_mode(config, str(tmp_path), "sample")
+  png = run_mode(FAMILY, config, str(tmp_path), "sample")
   assert png.endswith("samples_ddpm_10.png") and os.path.exists(png)
   images = np.load(png.replace(".png", ".npz"))["images"]
   assert images.shape == (4, 32, 32, 1) and images.dtype == np.uint8
   assert "EMA parameters of step 4" in open(png.replace(".png", ".json")).read()
-  again = run_mode(config, str(tmp_path), "sample")  # per-image keys: the same images
+  again = run_mode(FAMILY, config, str(tmp_path), "sample")  # per-image keys: the same images
   np.testing.assert_array_equal(np.load(again.replace(".png", ".npz"))["images"], images)
 
-  report_path = run_mode(config, str(tmp_path), "eval")
+  report_path = run_mode(FAMILY, config, str(tmp_path), "eval")
   report = json.load(open(report_path))
   jobs = report["protocols"]
   assert list(jobs) == ["ddpm_10_steps", "ddpm_5_steps", "baseline_real_test_images"]
@@ -99,7 +100,7 @@ def test_mnist_image_model_trains_samples_and_evaluates(tmp_path, classifier_fil
   assert "NOT COMPARABLE" in table and "not comparable with any published FID" in table
 
   # A second eval reuses every finished batch.
-  report = json.load(open(run_mode(config, str(tmp_path), "eval")))
+  report = json.load(open(run_mode(FAMILY, config, str(tmp_path), "eval")))
   assert all(e["batches"]["computed_now"] == 0 for e in report["protocols"].values())
 
 
@@ -107,7 +108,7 @@ def test_inception_metrics_without_weights_fail_before_sampling(tmp_path):
   config = mnist.get_config("tiny")
   config.eval.metrics = "fid,precision"
   with pytest.raises(FileNotFoundError, match="Inception"):
-    evaluation.make_evaluation(config, str(tmp_path))
+    evaluation.make_evaluation(config, image_config.validate_family(config), str(tmp_path))
 
 
 def test_summary_and_table_on_hand_made_features():

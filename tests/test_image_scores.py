@@ -8,7 +8,7 @@ import pytest
 
 from mcvd_jax.metrics import fid, inception, inception_score
 from mcvd_jax.metrics.precision_recall import manifold_radii, precision_recall
-from mcvd_jax.metrics.sharded import data_mesh
+from mcvd_jax.core.sharding import make_mesh
 
 # ---------------------------------------------------------------------------- precision and recall
 
@@ -38,7 +38,7 @@ FAKE = np.array([(0.5, 0.5), (6.5, 0), (10, 0), (2, -2.5)], np.float32)
 
 
 def one_device():
-  return data_mesh(jax.devices()[:1])
+  return make_mesh(jax.devices()[:1])
 
 
 @pytest.mark.parametrize("k,want", [(1, (0.5, 0.8)), (3, (0.75, 1.0))])

@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from configs import default, smmnist
-from mcvd_jax.video_diffusion import sampling
+from mcvd_jax.core.config_checks import ConfigError
+from mcvd_jax.core.modes import run_mode
+from mcvd_jax.video_diffusion.family import FAMILY as MCVD
 from mcvd_jax.models import UNetConfig
 
 
@@ -33,11 +35,11 @@ def test_sample_and_save_writes_a_gif(tmp_path):
   config.sampling.batch_size = 2
   config.sampling.task = "prediction"
   config.sampling.num_frames = 3
-  path = sampling.sample_and_save(config, str(tmp_path))
+  path = run_mode(MCVD, config, str(tmp_path), "sample")
   gif = Image.open(path)
   assert gif.n_frames == 2 + 3  # the past frames, then the predicted ones
   assert gif.size == (2 * 32 + 2, 2 * 32 + 2)  # real clips on top, samples below
-  video = np.load(tmp_path / "samples_prediction.npy")
+  video = np.load(tmp_path / "samples_prediction.npz")["videos"]
   assert video.shape == (2, 5, 32, 32, 1) and video.dtype == np.uint8
   # The given past frames are the dataset's first test clips, unchanged.
   from mcvd_jax.data.registry import make_dataset
@@ -51,5 +53,5 @@ def test_sample_and_save_writes_a_gif(tmp_path):
 def test_unknown_task_is_an_error(tmp_path):
   config = default.get_config()
   config.sampling.task = "dance"
-  with pytest.raises(ValueError, match="dance"):
-    sampling.sample_and_save(config, str(tmp_path))
+  with pytest.raises(ConfigError, match="sampling.task='dance' is unknown"):
+    run_mode(MCVD, config, str(tmp_path), "sample")

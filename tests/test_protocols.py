@@ -3,7 +3,8 @@
 import pytest
 
 from configs import bair, kth, smmnist
-from mcvd_jax.video_diffusion import evaluation as mcvd_eval
+from mcvd_jax.core.config_checks import ConfigError
+from mcvd_jax.video_diffusion import config as mcvd_config, evaluation as mcvd_eval
 from mcvd_jax.metrics import evaluation, protocols
 from mcvd_jax.models import UNetConfig
 
@@ -62,7 +63,7 @@ def test_overrides_and_unknown_names():
 def _chosen(config):
   cfg = UNetConfig.from_mapping(config.model)
   return [p.name for p in mcvd_eval.select_protocols(config, cfg,
-                                                    mcvd_eval.settings_from_config(config))]
+                                                    mcvd_config.validate_eval(config))]
 
 
 def test_default_choice_follows_the_model():
@@ -77,25 +78,25 @@ def test_default_choice_follows_the_model():
 def test_choice_errors_name_the_field():
   config = bair.get_config()
   config.eval.protocols = "bair_pred_2to28"
-  with pytest.raises(mcvd_eval.EvalError, match="eval.protocols: bair_pred_2to28 does not fit.*"
+  with pytest.raises(ConfigError, match="eval.protocols: bair_pred_2to28 does not fit.*"
                      "model.num_frames_cond=1"):
     _chosen(config)
   config.eval.protocols = "bair_gen_1+15"
-  with pytest.raises(mcvd_eval.EvalError, match="not trained for generation"):
+  with pytest.raises(ConfigError, match="not trained for generation"):
     _chosen(config)
   config.eval.protocols = "nope"
-  with pytest.raises(mcvd_eval.EvalError, match="eval.protocols: unknown"):
-    mcvd_eval.settings_from_config(config)
+  with pytest.raises(ConfigError, match="eval.protocols='nope': unknown"):
+    mcvd_config.validate_eval(config)
   config = smmnist.get_config("tiny")  # 2 past frames: no SMMNIST protocol fits
-  with pytest.raises(mcvd_eval.EvalError, match="no evaluation protocol of data.dataset='smmnist'"):
+  with pytest.raises(ConfigError, match="no evaluation protocol of data.dataset='smmnist'"):
     _chosen(config)
   config = smmnist.get_config()
   config.eval.num_test_videos = 1  # FVD needs two videos: said before anything is sampled
-  with pytest.raises(mcvd_eval.EvalError, match="at least 2 real videos.*num_test_videos"):
+  with pytest.raises(ConfigError, match="at least 2 real videos.*num_test_videos"):
     _chosen(config)
   config.eval.metrics = "psnr,bleu"
-  with pytest.raises(mcvd_eval.EvalError, match="eval.metrics.*bleu"):
-    mcvd_eval.settings_from_config(config)
+  with pytest.raises(ConfigError, match="eval.metrics='psnr,bleu'.*bleu"):
+    mcvd_config.validate_eval(config)
 
 
 def test_metrics_override_narrows_each_protocol():
@@ -104,9 +105,9 @@ def test_metrics_override_narrows_each_protocol():
   assert _chosen(config) == ["bair_pred_1to15"]
   config.eval.metrics = "fvd,fid"
   cfg = UNetConfig.from_mapping(config.model)
-  runs = mcvd_eval.select_protocols(config, cfg, mcvd_eval.settings_from_config(config))
+  runs = mcvd_eval.select_protocols(config, cfg, mcvd_config.validate_eval(config))
   assert [p.metrics for p in runs] == [("fvd", "fid"), ("fvd", "fid")]
   config.eval.protocols = "bair_gen_1+15"
   config.eval.metrics = "psnr"
-  with pytest.raises(mcvd_eval.EvalError, match="leaves protocol bair_gen_1\\+15 nothing"):
+  with pytest.raises(ConfigError, match="leaves protocol bair_gen_1\\+15 nothing"):
     _chosen(config)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, ROOT, reference_files
+from mcvd_jax.core.modes import run_mode
+from mcvd_jax.video_diffusion.family import FAMILY as MCVD
 from mcvd_jax.convert import check
 from mcvd_jax.convert.export import load_converted, load_reference, save_converted
 from mcvd_jax.convert.reference import ConversionError, convert_state_dict
@@ -128,7 +130,6 @@ def test_torch_checkpoint_conversion(fixture_dir, tmp_path):
 
 def test_sampling_a_converted_checkpoint_uses_its_schedule(fixture_dir, tmp_path):
   from configs import smmnist
-  from mcvd_jax.video_diffusion import sampling
   from mcvd_jax.convert.export import diffusion_overrides
   cfg, params, fields = load_reference(str(fixture_dir / "concat_small.npz"))
   assert diffusion_overrides(dict(fields, sigma_dist="cosine"))["schedule"] == "cosine"
@@ -136,7 +137,7 @@ def test_sampling_a_converted_checkpoint_uses_its_schedule(fixture_dir, tmp_path
   config = smmnist.get_config()
   config.sampling.task, config.sampling.subsample = "prediction", 2
   config.sampling.batch_size, config.sampling.num_frames = 1, 3
-  sampling.sample_and_save(config, str(tmp_path / "work"), checkpoint=str(tmp_path / "ckpt"))
+  run_mode(MCVD, config, str(tmp_path / "work"), "sample", checkpoint=str(tmp_path / "ckpt"))
   meta = json.loads((tmp_path / "work" / "samples_prediction.json").read_text())
   # range(0, 7, 3) = 3 steps over the checkpoint's 7 levels; the config's 1000 would give 2.
   assert meta["steps"] == 3

@@ -10,6 +10,8 @@ from conftest import cached_init
 from mcvd_jax.video_diffusion import eval_sampling
 from mcvd_jax.diffusion.samplers import make_sampler
 from mcvd_jax.diffusion.schedules import linear_schedule
+from mcvd_jax.core.keys import item_keys
+from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.metrics import fvd, i3d, lpips, sharded
 from mcvd_jax.models import UNetConfig, make_denoise_fn
 from mcvd_jax.video.rollout import make_rollout
@@ -19,7 +21,7 @@ from mcvd_jax.video.rollout import make_rollout
 def meshes():
   if jax.device_count() < 8:
     pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
-  return sharded.data_mesh(), sharded.data_mesh(jax.devices()[:1])
+  return make_mesh(), make_mesh(jax.devices()[:1])
 
 
 def _double_plus(consts, x, y):
@@ -37,7 +39,7 @@ def test_map_batches_pads_shards_and_drops_the_padding(meshes):
     np.testing.assert_allclose(got["sum"], want["sum"], rtol=1e-6)
     np.testing.assert_allclose(got["rows"], want["rows"], rtol=1e-6)
   # Fewer items than devices: the first devices only, no copies of the padding.
-  assert sharded._call_layout(full, 3, 8) == (sharded.data_mesh(jax.devices()[:3]), 3)
+  assert sharded._call_layout(full, 3, 8) == (make_mesh(jax.devices()[:3]), 3)
   assert sharded._call_layout(full, 20, 5)[1] == 8  # rounded up to the device count
   with pytest.raises(ValueError, match="batch length"):
     sharded.map_batches(_double_plus, {"scale": 1.0}, [x, y[:5]], batch_size=4)
@@ -83,7 +85,7 @@ def test_sampling_sharded_equal_unsharded_and_independent_of_the_batch(meshes):
   params = cached_init(CFG)
   sampler = make_sampler(make_denoise_fn(CFG), kind="ddpm", schedule=linear_schedule(), subsample=2)
   sample = eval_sampling.make_video_sampler(make_rollout(sampler.sample, CFG), num_frames=3)
-  keys = eval_sampling.sample_keys(jax.random.key(3), first_video=0, num_videos=4, samples=2)
+  keys = item_keys(jax.random.key(3), first=0, count=4, samples=2)
   past = np.random.default_rng(4).integers(0, 256, (8, 2, 8, 8, 1), np.uint8)
   on_one = sharded.map_batches(sample, params, [keys, past, None], batch_size=8, mesh=single)
   assert on_one.shape == (8, 5, 8, 8, 1) and on_one.dtype == np.uint8
@@ -96,5 +98,5 @@ def test_sampling_sharded_equal_unsharded_and_independent_of_the_batch(meshes):
   assert np.abs(on_eight.astype(int) - on_one[order]).max() <= 1
   assert np.abs(on_one[0].astype(int) - on_one[1]).max() > 10  # two samples of one video differ
   # Keys are fold_in(fold_in(key, video), sample), video-major.
-  later = eval_sampling.sample_keys(jax.random.key(3), first_video=2, num_videos=1, samples=2)
+  later = item_keys(jax.random.key(3), first=2, count=1, samples=2)
   np.testing.assert_array_equal(later, keys[4:6])

@@ -16,15 +16,19 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from configs import smmnist
+from mcvd_jax.core.modes import run_mode
+from mcvd_jax.video_diffusion.family import FAMILY as MCVD
 from mcvd_jax.core import loop
 from mcvd_jax.core.checkpointing import (Checkpointer, NoReadableCheckpointError, abstract_like,
                                     check_same_parameters, load_ema_params)
 from mcvd_jax.models import UNetConfig, init_params
 from mcvd_jax.diffusion.losses import LossAux
-from mcvd_jax.core.train_step import (abstract_train_state, create_train_state, make_optimizer,
+from mcvd_jax.core.optim import make_optimizer
+from mcvd_jax.core.train_step import (abstract_train_state, create_train_state,
                                       make_train_step)
-from mcvd_jax.video_diffusion import config as mcvd_config, sampling, training
-from mcvd_jax.video_diffusion.training import Masking, make_masked_loss
+from mcvd_jax.video_diffusion import config as mcvd_config, tasks
+from mcvd_jax.video_diffusion.tasks import Masking
+from mcvd_jax.video_diffusion.training import make_masked_loss
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,7 +79,7 @@ def restore_final(workdir, config):
 
 def test_end_to_end_run_writes_checkpoints_samples_and_summaries(tmp_path):
   config = make_test_config(**{"training.sample_every": 4})
-  state = loop.train_and_evaluate(config, str(tmp_path))
+  state = loop.train_and_evaluate(config, str(tmp_path), MCVD)
   assert int(state.step) == 4
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   for task in ("prediction", "generation"):  # past masked half the time: both are learned
@@ -91,13 +95,13 @@ def test_end_to_end_run_writes_checkpoints_samples_and_summaries(tmp_path):
 
   # Sample mode picks up the newest checkpoint of the workdir (EMA weights) and real test clips.
   config.sampling.task = "prediction"
-  path = sampling.sample_and_save(config, str(tmp_path))
+  path = run_mode(MCVD, config, str(tmp_path), "sample")
   meta = (tmp_path / "samples_prediction.json").read_text()
   assert "EMA parameters of step 4" in meta
   assert Image.open(path).n_frames == 2 + 2
 
   # A second call with the same command has nothing left to do and returns the same state.
-  again = loop.train_and_evaluate(config, str(tmp_path))
+  again = loop.train_and_evaluate(config, str(tmp_path), MCVD)
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params)):
     np.testing.assert_array_equal(a, b)
 
@@ -115,7 +119,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
   steps = 6
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   loop.train_and_evaluate(make_test_config(**{"training.num_steps": steps,
-                                               "training.checkpoint_every": 1}), str(straight))
+                                               "training.checkpoint_every": 1}), str(straight), MCVD)
   process = subprocess.Popen(_main_command(killed, steps), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
@@ -257,7 +261,7 @@ def test_nonfinite_loss_policies(policy):
 def test_nonfinite_loss_stops_the_loop_without_saving_the_bad_state(tmp_path):
   # A checkpoint at step 2 whose parameters hold a NaN: the next loss is not finite.
   config = make_test_config(**{"training.checkpoint_every": 1})
-  trainer = loop.Trainer(config, str(tmp_path))
+  trainer = loop.Trainer(config, str(tmp_path), MCVD)
   state = jax.jit(lambda s: s._replace(
       step=jnp.asarray(2, jnp.int32),
       params=jax.tree.map(lambda p: p.at[(0,) * p.ndim].set(jnp.nan), s.params)))(
@@ -266,7 +270,7 @@ def test_nonfinite_loss_stops_the_loop_without_saving_the_bad_state(tmp_path):
   checkpointer.save(state, trainer.checkpoint_meta())
   checkpointer.close()
   with pytest.raises(loop.NonFiniteLossError, match="not finite at step 3"):
-    loop.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path), MCVD)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
 
 
@@ -298,7 +302,7 @@ def test_sharded_step_matches_one_device():
   diffusion = diffusion_from_config(config.diffusion)
   loss_fn = make_loss_fn(make_denoise_fn(trainer_cfg), schedule=diffusion.schedule)
   tx = make_optimizer(config.optim)
-  masking = training.masking_from_config(config)
+  masking = tasks.masking_from_config(config)
   steps = make_train_step(make_masked_loss(loss_fn, masking), tx, ema_rate=0.999,
                           train_key=jax.random.key(3))
   videos = np.random.default_rng(0).integers(0, 256, (1, 8, 4, 16, 16, 1), dtype=np.uint8)
@@ -320,7 +324,7 @@ def test_workdir_that_cannot_be_written_fails_before_training(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
   with pytest.raises(loop.WorkdirError, match="not writable"):
-    loop.train_and_evaluate(make_test_config(), str(blocker / "run"))
+    loop.train_and_evaluate(make_test_config(), str(blocker / "run"), MCVD)
 
 
 def test_gff_video_model_trains_and_samples_every_task(tmp_path):
@@ -329,7 +333,7 @@ def test_gff_video_model_trains_and_samples_every_task(tmp_path):
   config = make_test_config(**{
       "diffusion.noise": "gff", "diffusion.target": "white", "model.num_frames_future": 1,
       "training.prob_mask_future": 0.5, "training.num_steps": 2, "training.sample_every": 2})
-  state = loop.train_and_evaluate(config, str(tmp_path))
+  state = loop.train_and_evaluate(config, str(tmp_path), MCVD)
   assert int(state.step) == 2
   for task, frames in (("prediction", 4), ("generation", 2), ("interpolation", 5),
                        ("past_reconstruction", 3)):
@@ -338,3 +342,23 @@ def test_gff_video_model_trains_and_samples_every_task(tmp_path):
     pixels = np.asarray(gif.convert("L"))
     assert pixels.std() > 0, task  # an image, not a constant canvas
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.ema_params))
+
+
+def test_the_mcvd_train_step_computes_what_it_did_before_the_core_change(tmp_path):
+  """Three updates of the test config from init give bit for bit the losses, last gradient norm
+  and EMA sum that the code before the core change (model state, config optimizer, checked
+  configs) gave: tests/fixtures/mcvd_train_losses.json."""
+  import json
+  expected = json.loads((ROOT / "tests" / "fixtures" / "mcvd_train_losses.json").read_text())
+  expected = expected["by_device_count"][str(jax.device_count())]
+  trainer = loop.Trainer(make_test_config(), str(tmp_path), MCVD)
+  state = trainer.init_state()
+  losses = []
+  for step in range(3):
+    state, metrics = trainer.train_steps(state, trainer.global_batches(step, 1))
+    losses.append(float(np.asarray(metrics["loss"])[0]))
+  assert [float.hex(x) for x in losses] == expected["losses_hex"]
+  assert float.hex(float(np.asarray(metrics["grad_norm"])[0])) == expected["last_grad_norm_hex"]
+  ema_sum = float(sum(np.asarray(leaf, np.float64).sum()
+                      for leaf in jax.tree.leaves(state.ema_params)))
+  assert float.hex(ema_sum) == expected["ema_sum_hex"]

@@ -1,9 +1,16 @@
 """A toy family defined outside the package: a small MLP regressing y = sin(3x) + noise. It uses
 nothing of MCVD, so the tests that run it through the shared loop, checkpoints, sample mode and
-evaluation runner prove the core holds nothing of MCVD.
+evaluation runner prove the core holds nothing of MCVD. It also uses every optional capability
+of the core a flow or an IK regressor needs:
+  - mutable model state: a running mean of the inputs (batch statistics, as BatchNorm keeps),
+    updated by every training batch and used, frozen, at test time;
+  - a data-dependent initialisation: the output bias starts at the first batch's mean target;
+  - its config's optimizer: the shared optim section (cosine decay in `toy_config`), with
+    `skip_grad_norm` available;
+  - periodic evaluation: the test MSE every `training.eval_every` steps.
 
 Run as a script it registers itself and trains (the resume-after-SIGKILL test starts it so):
-  python tests/toy_family.py WORKDIR NUM_STEPS
+  python tests/toy_family.py WORKDIR NUM_STEPS [SKIP_GRAD_NORM]
 """
 
 from __future__ import annotations
@@ -17,13 +24,15 @@ import ml_collections
 import numpy as np
 
 from mcvd_jax import registry
-from mcvd_jax.core.checkpointing import CheckpointNotFoundError, load_ema_params
+from mcvd_jax.core.config_base import optim_section, training_section
 from mcvd_jax.core.config_checks import require
 from mcvd_jax.core.eval_runner import EvalJob, Evaluation
 from mcvd_jax.core.family import Family, TrainingSetup
+from mcvd_jax.core.weights import load_weights
 
 NAME = "toy"
 TEST_POINTS = 10
+STAT_RATE = 0.9  # the running mean's decay
 
 
 def toy_config(**training) -> ml_collections.ConfigDict:
@@ -31,21 +40,20 @@ def toy_config(**training) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family, config.seed = NAME, 0
   config.toy = ml_collections.ConfigDict({"hidden": 16, "noise": 0.05, "eval_batch": 4})
-  config.optim = ml_collections.ConfigDict({
-      "optimizer": "adam", "lr": 1e-2, "warmup": 2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
-      "weight_decay": 0.0, "grad_clip": 1.0})
-  config.training = ml_collections.ConfigDict({
-      "batch_size": 8, "num_steps": 6, "steps_per_dispatch": 1, "ema_rate": 0.5,
-      "log_every": 2, "sample_every": 3, "sample_batch_size": 1, "checkpoint_every": 2,
-      "keep_checkpoints": 3, "nonfinite_loss": "stop", "profile": False})
+  config.optim = optim_section(lr=1e-2, warmup=2, schedule="cosine", min_lr_ratio=0.1)
+  config.training = training_section(
+      batch_size=8, num_steps=6, ema_rate=0.5, log_every=2, sample_every=3, sample_batch_size=1,
+      eval_every=2, checkpoint_every=2)
   config.training.update(training)
   return config
 
 
 def validate(config, device_count, process_count):
+  """Returns the toy's checked config: its section's numbers."""
   del device_count, process_count
   require(config.toy.hidden >= 1, f"toy.hidden={config.toy.hidden} must be >= 1")
   require(config.toy.eval_batch >= 1, f"toy.eval_batch={config.toy.eval_batch} must be >= 1")
+  return {"hidden": int(config.toy.hidden), "noise": float(config.toy.noise)}
 
 
 def init_params(hidden: int, key: jax.Array) -> dict:
@@ -54,9 +62,20 @@ def init_params(hidden: int, key: jax.Array) -> dict:
           "w2": jax.random.normal(k2, (hidden, 1)) / jnp.sqrt(hidden), "b2": jnp.zeros((1,))}
 
 
-def predict(params: dict, x: jax.Array) -> jax.Array:
-  """x: [B, 1] in [-1, 1] -> [B, 1]."""
-  return jnp.tanh(x @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+def init_model_state(key: jax.Array) -> dict:
+  del key
+  return {"x_mean": jnp.zeros(())}
+
+
+def data_init(params, model_state, batch, key):
+  """The output bias at the first batch's mean target (a data-dependent init, as ActNorm)."""
+  del key
+  return {**params, "b2": jnp.mean(batch["y"], axis=0)}, model_state
+
+
+def predict(params: dict, x: jax.Array, x_mean: jax.Array = 0.0) -> jax.Array:
+  """x: [B, 1] in [-1, 1] -> [B, 1], x centred by `x_mean`."""
+  return jnp.tanh((x - x_mean) @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
 
 
 def train_batch(noise: float, seed: int, step: int, batch_size: int, process_index: int,
@@ -70,30 +89,42 @@ def train_batch(noise: float, seed: int, step: int, batch_size: int, process_ind
   return {"x": x[rows], "y": y[rows]}
 
 
-def loss_fn(params, batch, key):
+def loss_fn(params, model_state, batch, key):
+  """Training centres x by the batch's mean and moves the running mean towards it."""
   del key  # deterministic loss
-  error = jnp.square(predict(params, batch["x"]) - batch["y"])[:, 0]
+  batch_mean = jnp.mean(batch["x"])
+  error = jnp.square(predict(params, batch["x"], batch_mean) - batch["y"])[:, 0]
   positive = (batch["x"][:, 0] > 0).astype(jnp.float32)
-  return jnp.mean(error), {"sq_error_sum/positive_x": jnp.sum(error * positive),
-                           "count/positive_x": jnp.sum(positive),
-                           "max_error": jnp.max(error)}
+  new_state = {"x_mean": STAT_RATE * model_state["x_mean"] + (1 - STAT_RATE) * batch_mean}
+  metrics = {"sq_error_sum/positive_x": jnp.sum(error * positive),
+             "count/positive_x": jnp.sum(positive), "max_error": jnp.max(error)}
+  return jnp.mean(error), (metrics, new_state)
 
 
 def test_points() -> np.ndarray:
   return np.linspace(-1.0, 1.0, TEST_POINTS, dtype=np.float32)[:, None]
 
 
-def build(config) -> TrainingSetup:
-  hidden, noise = config.toy.hidden, config.toy.noise
+def test_mse(params, model_state) -> float:
+  x = test_points()
+  return float(np.mean((predict(params, x, model_state["x_mean"]) - np.sin(3.0 * x)) ** 2))
 
-  def write_media(step, params, workdir, key):
+
+def build(config, checked) -> TrainingSetup:
+  hidden, noise = checked["hidden"], checked["noise"]
+
+  def write_media(step, params, model_state, workdir, key):
     del key
-    fit = np.asarray(predict(params, jnp.asarray(test_points())))
+    fit = np.asarray(predict(params, jnp.asarray(test_points()), model_state["x_mean"]))
     path = os.path.join(workdir, "media", f"fit_{step}.npy")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.save(path, fit)
     image = np.clip((fit + 1.5) / 3.0, 0.0, 1.0).reshape(1, 1, TEST_POINTS, 1)
     return [path], {"fit": image}
+
+  def evaluate(step, params, model_state, key):
+    del step, key
+    return {"test_mse": test_mse(params, model_state)}
 
   return TrainingSetup(
       description=f"toy regression, MLP with {hidden} hidden units",
@@ -101,37 +132,39 @@ def build(config) -> TrainingSetup:
       loss_fn=loss_fn,
       train_batch=lambda *args: train_batch(noise, *args),
       meta={"data_seed": int(config.seed), "hidden": hidden},
-      write_media=write_media)
+      write_media=write_media, evaluate=evaluate, init_model_state=init_model_state,
+      data_init=data_init)
 
 
-def _ema_params(config, workdir, checkpoint):
-  loaded = load_ema_params(checkpoint or workdir, lambda key: init_params(config.toy.hidden, key))
-  if loaded is None:
-    raise CheckpointNotFoundError(f"no toy checkpoint in {checkpoint or workdir}")
-  return loaded
+def _weights(config, checked, workdir, checkpoint):
+  return load_weights(workdir, checkpoint, lambda key: init_params(checked["hidden"], key),
+                      config.seed, init_model_state=init_model_state, what="toy checkpoints")
 
 
-def sample(config, workdir, checkpoint):
-  params, _ = _ema_params(config, workdir, checkpoint)
+def sample(config, checked, workdir, checkpoint):
+  weights = _weights(config, checked, workdir, checkpoint)
   path = os.path.join(workdir, "toy_predictions.npy")
-  np.save(path, np.asarray(predict(params, jnp.asarray(test_points()))))
+  np.save(path, np.asarray(predict(weights.params, jnp.asarray(test_points()),
+                                   weights.model_state["x_mean"])))
   return path
 
 
-def evaluation(config, workdir, checkpoint) -> Evaluation:
-  params, step = _ema_params(config, workdir, checkpoint)
+def evaluation(config, checked, workdir, checkpoint) -> Evaluation:
+  weights = _weights(config, checked, workdir, checkpoint)
   x = test_points()
 
   def compute_batch(first, count):
     xs = x[first:first + count]
-    return {"sq_error": np.asarray(jnp.square(predict(params, xs) - np.sin(3.0 * xs)))[:, 0]}
+    fit = predict(weights.params, xs, weights.model_state["x_mean"])
+    return {"sq_error": np.asarray(jnp.square(fit - np.sin(3.0 * xs)))[:, 0]}
 
-  job = EvalJob(name="toy_mse", fingerprint={"step": step, "hidden": config.toy.hidden},
+  job = EvalJob(name="toy_mse", fingerprint={"step": weights.step, "hidden": checked["hidden"]},
                 num_items=TEST_POINTS, batch_size=config.toy.eval_batch,
                 expected_keys=frozenset({"sq_error"}), compute_batch=compute_batch,
                 summarize=lambda arrays: {"mse": float(np.mean(arrays["sq_error"]))},
                 markdown=lambda entry: f"## toy_mse\n\nMSE {entry['results']['mse']:.6f}\n")
-  return Evaluation(source=f"toy step {step}", jobs=(job,), summary={"test_points": TEST_POINTS})
+  return Evaluation(source=f"toy step {weights.step}", jobs=(job,),
+                    summary={"test_points": TEST_POINTS})
 
 
 FAMILY = Family(name=NAME, description="toy MLP regression", validate=validate, build=build,
@@ -145,5 +178,7 @@ def register() -> None:
 if __name__ == "__main__":
   from mcvd_jax.core.loop import train_and_evaluate
   register()
-  train_and_evaluate(toy_config(num_steps=int(sys.argv[2]), checkpoint_every=1, sample_every=0),
-                     sys.argv[1])
+  config = toy_config(num_steps=int(sys.argv[2]), checkpoint_every=1, sample_every=0)
+  if len(sys.argv) > 3:
+    config.optim.skip_grad_norm = float(sys.argv[3])
+  train_and_evaluate(config, sys.argv[1], FAMILY)

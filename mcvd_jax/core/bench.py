@@ -56,6 +56,24 @@ def timing_report(median: float, times: list[float], faults: float | None,
           "gflop_per_second": gflop_per_call / median if gflop_per_call else None}
 
 
+def time_train_step(train_steps: Callable, state: Any, batches: Any, repeats: int, items: int,
+                    unit: str = "frames") -> dict:
+  """The timing report of one update: `train_steps` (jitted with the state donated, as the loop
+  builds it) compiled for (state, batches), then called `repeats` times on the same batches, each
+  call on the state the previous one returned. `items`: frames or images per update."""
+  start = time.perf_counter()
+  compiled = train_steps.lower(state, batches).compile()
+  compile_seconds = time.perf_counter() - start
+  holder = [state]
+
+  def one_update():
+    holder[0], metrics = compiled(holder[0], batches)
+    return metrics["loss"]
+
+  return timing_report(*timed(one_update, repeats), compile_seconds, gflop(compiled), items,
+                       unit=unit)
+
+
 def header(kept_host_memory: bool) -> dict:
   """Backend, devices, jax version and the compiler options in force."""
   import jax

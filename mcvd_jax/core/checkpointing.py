@@ -33,7 +33,21 @@ class CheckpointMismatchError(ValueError, ProjectError):
 
 
 def state_to_dict(state: TrainState) -> dict:
-  return dict(state._asdict())
+  """The saved form of a TrainState. An empty `model_state` (a family without mutable state) is
+  left out: Orbax cannot restore an empty subtree, and the files stay those of the first format."""
+  saved = dict(state._asdict())
+  if not jax.tree.leaves(saved["model_state"]):
+    del saved["model_state"]
+  return saved
+
+
+def state_from_dict(saved: dict, abstract_state: TrainState) -> TrainState:
+  """The inverse of `state_to_dict`: an absent model_state is the target's empty one."""
+  return TrainState(**{"model_state": abstract_state.model_state, **saved})
+
+
+def has_leaves(tree: Any) -> bool:
+  return bool(jax.tree.leaves(tree))
 
 
 def abstract_like(tree: Any) -> Any:
@@ -93,13 +107,15 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(state_to_dict(abstract_like(abstract_state))),
         meta=ocp.args.JsonRestore()))
-    return TrainState(**restored["state"]), dict(restored["meta"])
+    return state_from_dict(dict(restored["state"]), abstract_state), dict(restored["meta"])
 
-  def restore_ema(self, step: int, abstract_params: Any) -> Any:
+  def restore_ema(self, step: int, abstract_params: Any, abstract_model_state: Any = None) -> Any:
     """Only the EMA parameters saved at `step`, laid out as `abstract_params` (a pytree of
     ShapeDtypeStructs with shardings). A partial read: the raw parameters and the optimizer's
     moments (two thirds of the bytes) stay on disk, and the optimizer's structure does not matter.
-    CheckpointMismatchError when the saved parameters are not the tree `abstract_params` describes."""
+    CheckpointMismatchError when the saved parameters are not the tree `abstract_params` describes.
+    With `abstract_model_state` (a family's mutable state, e.g. batch statistics, non-empty)
+    returns (ema_params, model_state)."""
     # A read-only manager of its own: partial reads need the PyTree handler for `state`, which
     # was written with the Standard one.
     reader = ocp.CheckpointManager(
@@ -108,12 +124,18 @@ class Checkpointer:
     try:
       check_same_parameters(reader.item_metadata(step)["state"]["ema_params"], abstract_params)
       target = {"ema_params": abstract_like(abstract_params)}
+      stateful = abstract_model_state is not None and has_leaves(abstract_model_state)
+      if stateful:
+        target["model_state"] = abstract_like(abstract_model_state)
       restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
           item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
           partial_restore=True)))
     finally:
       reader.close()
-    return restored["state"]["ema_params"]
+    if abstract_model_state is None:
+      return restored["state"]["ema_params"]
+    state = restored["state"]["model_state"] if stateful else abstract_model_state
+    return restored["state"]["ema_params"], state
 
   def restore_newest(self, abstract_state: TrainState,
                      move_unreadable: bool = True) -> tuple[TrainState, dict] | None:
@@ -178,23 +200,31 @@ def find_checkpoint_dir(path: str) -> tuple[str, int | None]:
   return path, None
 
 
-def load_ema_params(path: str, init_params: Callable[[jax.Array], Any]) -> tuple[Any, int] | None:
+def load_ema_params(path: str, init_params: Callable[[jax.Array], Any],
+                    init_model_state: Callable[[jax.Array], Any] | None = None
+                    ) -> tuple[Any, int] | None:
   """The EMA parameters (and their step) of the newest readable training checkpoint under `path`
   (see find_checkpoint_dir), or None when there is no checkpoint. init_params(key): the family's
   initialiser of the model the checkpoint was trained with (only its shapes are used). Reads only
-  the EMA parameters (Checkpointer.restore_ema)."""
+  the EMA parameters (Checkpointer.restore_ema). With `init_model_state` (a family with mutable
+  state) the first element is (ema_params, model_state)."""
   workdir, step = find_checkpoint_dir(path)
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  shapes = jax.eval_shape(init_params, jax.random.key(0))
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                          shapes)
+
+  def abstract(init):
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                        shapes)
+
+  params = abstract(init_params)
+  model_state = None if init_model_state is None else abstract(init_model_state)
   checkpointer = Checkpointer(workdir)
   try:
     if step is not None:
-      return checkpointer.restore_ema(step, abstract), step
-    return checkpointer.newest_readable(lambda s: (checkpointer.restore_ema(s, abstract), s),
-                                        move_unreadable=False)
+      return checkpointer.restore_ema(step, params, model_state), step
+    return checkpointer.newest_readable(
+        lambda s: (checkpointer.restore_ema(s, params, model_state), s), move_unreadable=False)
   finally:
     checkpointer.close()

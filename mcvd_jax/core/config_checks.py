@@ -1,12 +1,13 @@
-"""Checks of the config sections every family shares (`training`, `optim`, `family`), before
-anything is compiled. Every error names the field (as `--config.<section>.<field>`) and what works.
+"""Checks of the config sections every family shares (`training`, `optim`; their base is
+core.config_base), before anything is compiled. Every error names the field (as
+`--config.<section>.<field>`) and what works.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mcvd_jax.core.train_step import NONFINITE_POLICIES
+from mcvd_jax.core.config_base import NONFINITE_POLICIES
 from mcvd_jax.errors import ProjectError
 
 
@@ -22,7 +23,8 @@ def require(condition: bool, message: str) -> None:
 
 def validate_training(config: Any, device_count: int, process_count: int = 1) -> None:
   """The `training` and `optim` sections: batch vs devices and processes, step counts, EMA, the
-  non-finite policy, the optimizer."""
+  non-finite policy, the optimizer and its schedule (core.optim.validate_optim)."""
+  from mcvd_jax.core.optim import validate_optim  # it imports ConfigError from here
   t, o = config.training, config.optim
   require(t.batch_size >= 1, f"training.batch_size={t.batch_size} must be >= 1")
   require(t.batch_size % device_count == 0,
@@ -34,15 +36,10 @@ def validate_training(config: Any, device_count: int, process_count: int = 1) ->
                "keep_checkpoints", "sample_batch_size"):
     require(t[name] >= 1, f"training.{name}={t[name]} must be >= 1")
   require(t.sample_every >= 0, f"training.sample_every={t.sample_every} must be >= 0 (0: never)")
+  eval_every = t.get("eval_every", 0)
+  require(eval_every >= 0, f"training.eval_every={eval_every} must be >= 0 (0: never)")
   require(0.0 <= t.ema_rate < 1.0, f"training.ema_rate={t.ema_rate} must be in [0, 1)")
   require(t.nonfinite_loss in NONFINITE_POLICIES,
           f"training.nonfinite_loss={t.nonfinite_loss!r} is unknown; use one of "
           f"{NONFINITE_POLICIES}")
-  require(o.optimizer in ("adam", "adamw"),
-          f"optim.optimizer={o.optimizer!r} is unknown; use adam or adamw")
-  require(o.lr > 0, f"optim.lr={o.lr} must be > 0")
-  require(o.warmup >= 0, f"optim.warmup={o.warmup} must be >= 0")
-  require(o.grad_clip >= 0, f"optim.grad_clip={o.grad_clip} must be >= 0 (0: no clipping)")
-  require(0.0 <= o.beta1 < 1.0 and 0.0 <= o.beta2 < 1.0,
-          f"optim.beta1={o.beta1} and optim.beta2={o.beta2} must be in [0, 1)")
-  require(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
+  validate_optim(o, t.num_steps)

@@ -76,6 +76,18 @@ def fingerprint_json(fields: Mapping[str, Any]) -> dict:
   return json.loads(json.dumps(fields, sort_keys=True, default=list))
 
 
+def config_fingerprint(config: Any, source: str, sections: Mapping[str, tuple[str, ...]],
+                       **fields: Any) -> dict:
+  """What a job's batch files depend on, for its fingerprint: the weights' `source`, the seed, each
+  named config section without the listed fields (those that say where, not what, or that the
+  job does not use) and any other `fields` (a section given there replaces the config's)."""
+  out = {"checkpoint": source, "seed": config.seed}
+  for name, dropped in sections.items():
+    section = fields.pop(name, None) or config[name]
+    out[name] = {k: v for k, v in section.to_dict().items() if k not in dropped}
+  return {**out, **fields}
+
+
 def check_or_write_meta(directory: str, fingerprint: Mapping[str, Any], write: bool) -> None:
   """EvalError when `directory` holds batches of other settings; else records them (on `write`)."""
   fingerprint = fingerprint_json(fingerprint)

@@ -1,6 +1,7 @@
 """`train_and_evaluate(config, workdir)`: the CLU training loop of every family. No maths here:
 the update is `core.train_step.make_train_step` around the family's loss, the data and media are
-the family's (`core.family.TrainingSetup`), checkpoints `core.checkpointing.Checkpointer`.
+the family's (`core.family.TrainingSetup`), checkpoints `core.checkpointing.Checkpointer`. The
+caller hands over the Family to run (the loop looks nothing up by name).
 
 One mesh over every device (axis 'data'): the state is replicated, each global batch sharded on
 its batch axis; every process feeds its own slice. A restart with the same command resumes from
@@ -17,18 +18,19 @@ import jax
 import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mcvd_jax import registry
 from mcvd_jax.core.checkpointing import Checkpointer
 from mcvd_jax.core.compilation import jit
-from mcvd_jax.core.config_checks import validate_training
 from mcvd_jax.core.family import Family, TrainingSetup
+from mcvd_jax.core.modes import check_config
+from mcvd_jax.core.optim import learning_rate_schedule, make_optimizer, optim_field
+from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.core.train_step import (TrainState, abstract_train_state, init_train_state,
-                                      learning_rate_schedule, make_optimizer, make_train_step)
+                                      make_train_step)
 from mcvd_jax.errors import ProjectError
 
-_LOOP_METRICS = ("loss", "grad_norm", "lr", "finite")
+_LOOP_METRICS = ("loss", "grad_norm", "lr", "finite", "large_grad")
 
 
 class WorkdirError(RuntimeError, ProjectError):
@@ -37,12 +39,6 @@ class WorkdirError(RuntimeError, ProjectError):
 
 class NonFiniteLossError(RuntimeError, ProjectError):
   """The loss or the gradient became NaN/inf (training.nonfinite_loss='stop')."""
-
-
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D mesh over every device of every process, axis 'data'. Auto axes: the network's
-  reshapes of a batch-sharded input need them on jax >= 0.7."""
-  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
 
 
 def check_workdir_writable(workdir: str) -> None:
@@ -65,13 +61,15 @@ def make_writer(workdir: str):
 
 
 def summarize_window(metrics: list[dict]) -> dict[str, float]:
-  """Means over the dispatches since the last log: loss, grad_norm, the last lr, skipped updates,
-  each `<name>_sum/<group>` over the summed `count/<group>` as `<name>/<group>` (absent when the
+  """Means over the dispatches since the last log: loss, grad_norm, the last lr, skipped updates
+  (not finite; over optim.skip_grad_norm), each `<name>_sum/<group>` over the summed `count/<group>` as `<name>/<group>` (absent when the
   count is 0), and every other family metric over the finite updates."""
   fetched = jax.device_get(metrics)
   merged = {k: np.concatenate([np.atleast_1d(m[k]) for m in fetched]) for k in fetched[0]}
   finite = merged["finite"] > 0
   out = {"lr": float(merged["lr"][-1]), "skipped_updates": float(np.sum(~finite))}
+  if "large_grad" in merged:
+    out["skipped_large_grad"] = float(np.sum(merged["large_grad"]))
   if finite.any():
     out["loss"] = float(np.mean(merged["loss"][finite]))
     out["grad_norm"] = float(np.mean(merged["grad_norm"][finite]))
@@ -93,43 +91,59 @@ def crossed(previous: int, current: int, every: int) -> bool:
   return every > 0 and current // every > previous // every
 
 
-def validate(config: Any, family: Family, device_count: int, process_count: int = 1) -> None:
-  """The shared sections, then the family's: before anything is compiled."""
-  validate_training(config, device_count, process_count)
-  family.validate(config, device_count, process_count)
+def optimizer_of(config: Any, setup: TrainingSetup):
+  """(optax transformation, learning-rate schedule): the family's own, else the config's optim."""
+  if setup.optimizer is not None:
+    return setup.optimizer, setup.learning_rate
+  num_steps = config.training.num_steps
+  return (make_optimizer(config.optim, num_steps),
+          learning_rate_schedule(config.optim, num_steps))
 
 
 class Trainer:
-  """The pieces built from a config; `train_and_evaluate` runs them."""
+  """The pieces built from a config; `train_and_evaluate` runs them. `checked`: the family's
+  checked config from core.modes.check_config (checked here when not given)."""
 
-  def __init__(self, config: Any, workdir: str):
-    self.config, self.workdir = config, workdir
-    self.family = registry.family_of(config)
-    validate(config, self.family, jax.device_count(), jax.process_count())
-    self.setup: TrainingSetup = self.family.build(config)
+  def __init__(self, config: Any, workdir: str, family: Family, checked: Any = None):
+    self.config, self.workdir, self.family = config, workdir, family
+    if checked is None:
+      checked = check_config(config, family)
+    self.setup: TrainingSetup = family.build(config, checked)
     self.mesh = make_mesh()
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(None, "data"))
-    self.tx = make_optimizer(config.optim)
+    self.tx, schedule = optimizer_of(config, self.setup)
     root = jax.random.key(config.seed)
     self.init_key, self.train_key, self.sample_key = jax.random.split(root, 3)
     self.data_seed = int(config.seed)
     train_steps = make_train_step(self.setup.loss_fn, self.tx, ema_rate=config.training.ema_rate,
                                   train_key=self.train_key,
                                   nonfinite_loss=config.training.nonfinite_loss,
-                                  learning_rate=learning_rate_schedule(config.optim.lr,
-                                                                       config.optim.warmup))
+                                  learning_rate=schedule,
+                                  skip_grad_norm=float(optim_field(config.optim,
+                                                                   "skip_grad_norm")),
+                                  stateful=self.setup.stateful)
     self.train_steps = jit(train_steps, in_shardings=(self.replicated, self.batch_sharding),
                            out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 
   def init_state(self) -> TrainState:
-    """Step-0 state, created directly in its replicated layout."""
-    create = jax.jit(lambda key: init_train_state(self.setup.init_params, self.tx, key),
+    """Step-0 state, created directly in its replicated layout (from global batch 0 when the
+    family initialises from data)."""
+    s = self.setup
+    if s.data_init is None:
+      create = jax.jit(lambda key: init_train_state(s.init_params, self.tx, key,
+                                                    s.init_model_state),
+                       out_shardings=self.replicated)
+      return create(self.init_key)
+    batch = jax.tree.map(lambda b: b[0], self.global_batches(0, 1))
+    create = jax.jit(lambda key, batch: init_train_state(s.init_params, self.tx, key,
+                                                         s.init_model_state, s.data_init, batch),
                      out_shardings=self.replicated)
-    return create(self.init_key)
+    return create(self.init_key, batch)
 
   def abstract_state(self) -> TrainState:
-    return abstract_train_state(self.setup.init_params, self.tx, self.replicated)
+    return abstract_train_state(self.setup.init_params, self.tx, self.replicated,
+                                self.setup.init_model_state)
 
   def global_batches(self, step: int, count: int) -> Any:
     """Global batches step..step+count-1, leaves [count, B, ...]: this process's slice made here
@@ -148,13 +162,22 @@ class Trainer:
   def checkpoint_meta(self) -> dict:
     return {"family": self.family.name, **self.setup.meta}
 
-  def write_samples(self, step: int, params: Any, writer) -> list[str]:
+  def write_samples(self, step: int, state: TrainState, writer) -> list[str]:
     """The family's media of the EMA parameters at `step` (files and TensorBoard images)."""
     key = jax.random.fold_in(self.sample_key, step)
-    paths, images = self.setup.write_media(step, params, self.workdir, key)
+    paths, images = self.setup.write_media(step, state.ema_params, state.model_state,
+                                           self.workdir, key)
     if images:
       writer.write_images(step, dict(images))
     return list(paths)
+
+  def evaluate(self, step: int, state: TrainState, writer) -> dict[str, float]:
+    """The family's validation scalars of the EMA parameters at `step`, as `eval/<name>`."""
+    key = jax.random.fold_in(jax.random.fold_in(self.sample_key, step), 1)
+    scores = self.setup.evaluate(step, state.ema_params, state.model_state, key)
+    scalars = {f"eval/{name}": float(value) for name, value in scores.items()}
+    writer.write_scalars(step, scalars)
+    return scalars
 
 
 def _restore_or_init(trainer: Trainer, checkpointer: Checkpointer) -> TrainState:
@@ -170,15 +193,17 @@ def _restore_or_init(trainer: Trainer, checkpointer: Checkpointer) -> TrainState
   return state
 
 
-def train_and_evaluate(config: Any, workdir: str) -> TrainState:
-  """Trains until `training.num_steps`, resuming from WORKDIR/checkpoints if there are any.
+def train_and_evaluate(config: Any, workdir: str, family: Family,
+                       checked: Any = None) -> TrainState:
+  """Trains `family` until `training.num_steps`, resuming from WORKDIR/checkpoints if there are any.
 
   Writes TensorBoard summaries to WORKDIR/tensorboard, the family's media (every
-  `training.sample_every` steps and at the end) and checkpoints every `training.checkpoint_every`
-  steps and at the end. Returns the final state.
+  `training.sample_every` steps and at the end), its validation metrics (every
+  `training.eval_every` steps and at the end) and checkpoints every `training.checkpoint_every`
+  steps and at the end. Returns the final state. `checked`: see Trainer.
   """
   check_workdir_writable(workdir)
-  trainer = Trainer(config, workdir)
+  trainer = Trainer(config, workdir, family, checked)
   t = config.training
   logging.info("family: %s; %s; devices: %d (%s), processes: %d", trainer.family.name,
                trainer.setup.description, jax.device_count(), jax.devices()[0].platform,
@@ -198,6 +223,8 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
   if t.profile and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
   media = t.sample_every and trainer.setup.write_media is not None
+  eval_every = int(t.get("eval_every", 0))
+  evaluations = eval_every and trainer.setup.evaluate is not None
   window: list[dict] = []
 
   def batches_from(first: int) -> Any:  # one dispatch, never past num_steps
@@ -230,8 +257,11 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
       window = []
     if media and (crossed(previous, step, t.sample_every) or step == t.num_steps):
       with report.timed("sample"):
-        paths = trainer.write_samples(step, state.ema_params, writer)
+        paths = trainer.write_samples(step, state, writer)
       logging.info("samples at step %d: %s", step, ", ".join(paths))
+    if evaluations and (crossed(previous, step, eval_every) or step == t.num_steps):
+      with report.timed("eval"):
+        trainer.evaluate(step, state, writer)
     if crossed(previous, step, t.checkpoint_every) or step == t.num_steps:
       with report.timed("checkpoint"):
         checkpointer.save(state, trainer.checkpoint_meta())

@@ -2,7 +2,9 @@
 several updates per call.
 
 No TensorFlow, no I/O: `core.loop` drives these; the benchmarks and the tests call them directly.
-A family supplies only `loss_fn(params, batch, key) -> (loss, metrics)` (see core.family).
+A family supplies `loss_fn(params, batch, key) -> (loss, metrics)`, or with mutable model state
+(batch statistics) `loss_fn(params, model_state, batch, key) -> (loss, (metrics, model_state))`
+(see core.family).
 """
 
 from __future__ import annotations
@@ -13,61 +15,53 @@ import jax
 import jax.numpy as jnp
 import optax
 
-NONFINITE_POLICIES = ("stop", "skip")
+from mcvd_jax.core.config_base import NONFINITE_POLICIES  # noqa: F401  (re-exported)
 
 
 class TrainState(NamedTuple):
-  """Everything an update changes: step (int32 scalar, updates done), params, optimizer state, and
-  the exponential moving average of the params (what samples and evaluation use)."""
+  """Everything an update changes: step (int32 scalar, updates done), params, optimizer state, the
+  exponential moving average of the params (what samples and evaluation use) and the family's
+  mutable model state (e.g. batch statistics; {} for families without)."""
 
   step: jax.Array
   params: Any
   opt_state: Any
   ema_params: Any
+  model_state: Any = {}
 
 
-def learning_rate_schedule(lr: float, warmup: int) -> optax.Schedule:
-  """lr * min(k / warmup, 1) at update k (0-based), the reference's `warmup_lr`."""
-  if warmup <= 0:
-    return optax.constant_schedule(lr)
-  return optax.linear_schedule(0.0, lr, warmup)
-
-
-def make_optimizer(optim: Any) -> optax.GradientTransformation:
-  """optim: the config's `optim` section. Adam as torch's: gradients clipped to a global norm
-  first, then (adam) weight decay added to the gradient, or (adamw) decoupled."""
-  if optim.optimizer not in ("adam", "adamw"):
-    raise ValueError(f"optim.optimizer={optim.optimizer!r} is unknown; use adam or adamw")
-  schedule = learning_rate_schedule(optim.lr, optim.warmup)
-  parts = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
-  if optim.optimizer == "adam":
-    if optim.weight_decay:
-      parts.append(optax.add_decayed_weights(optim.weight_decay))
-    parts.append(optax.adam(schedule, b1=optim.beta1, b2=optim.beta2, eps=optim.eps))
-  else:
-    parts.append(optax.adamw(schedule, b1=optim.beta1, b2=optim.beta2, eps=optim.eps,
-                             weight_decay=optim.weight_decay))
-  return optax.chain(*parts)
-
-
-def create_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+def create_train_state(params: Any, tx: optax.GradientTransformation,
+                       model_state: Any = None) -> TrainState:
   """Step 0; the EMA starts as a copy of the params (a separate buffer, so both can be donated)."""
   ema = jax.tree.map(jnp.copy, params)
-  return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), ema)
+  return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), ema,
+                    {} if model_state is None else model_state)
 
 
 def init_train_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
-                     key: jax.Array) -> TrainState:
-  """A fresh state: init_params(key) (the family's initialiser) and its optimizer state."""
-  return create_train_state(init_params(key), tx)
+                     key: jax.Array, init_model_state: Callable[[jax.Array], Any] | None = None,
+                     data_init: Callable | None = None, batch: Any = None) -> TrainState:
+  """A fresh state: init_params(key) (the family's initialiser), its mutable state
+  init_model_state(key) ({} without one), then, with `data_init`, both refined from a training
+  batch (data-dependent initialisation, e.g. ActNorm): data_init(params, model_state, batch, key)
+  -> (params, model_state). The EMA and the optimizer start from the result."""
+  params = init_params(key)
+  model_state = {} if init_model_state is None else init_model_state(key)
+  if data_init is not None:
+    if batch is None:
+      raise ValueError("a family with data_init needs a training batch to initialise from")
+    params, model_state = data_init(params, model_state, batch, jax.random.fold_in(key, 1))
+  return create_train_state(params, tx, model_state)
 
 
 def abstract_train_state(init_params: Callable[[jax.Array], Any],
                          tx: optax.GradientTransformation,
-                         sharding: jax.sharding.Sharding) -> TrainState:
+                         sharding: jax.sharding.Sharding,
+                         init_model_state: Callable[[jax.Array], Any] | None = None) -> TrainState:
   """Shapes and dtypes of `init_train_state`'s result, laid out by `sharding` (no compilation):
-  the target a checkpoint is restored into."""
-  shapes = jax.eval_shape(lambda key: init_train_state(init_params, tx, key), jax.random.key(0))
+  the target a checkpoint is restored into (a data-dependent init changes values, not shapes)."""
+  shapes = jax.eval_shape(lambda key: init_train_state(init_params, tx, key, init_model_state),
+                          jax.random.key(0))
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
@@ -75,40 +69,58 @@ def global_norm(tree: Any) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
 
 
+def with_model_state(loss_fn: Callable) -> Callable:
+  """A stateless loss_fn(params, batch, key) -> (loss, metrics) in the stateful form
+  (params, model_state, batch, key) -> (loss, (metrics, model_state)), the state passed through."""
+
+  def stateful(params, model_state, batch, key):
+    loss, metrics = loss_fn(params, batch, key)
+    return loss, (metrics, model_state)
+
+  return stateful
+
+
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_rate: float,
                     train_key: jax.Array, nonfinite_loss: str = "stop",
-                    learning_rate: optax.Schedule | None = None):
+                    learning_rate: optax.Schedule | None = None, skip_grad_norm: float = 0.0,
+                    stateful: bool = False):
   """Builds `train_steps(state, batches) -> (state, metrics)`.
 
-  loss_fn(params, batch, key) -> (loss, metrics dict of float32 scalars): the family's.
+  loss_fn(params, batch, key) -> (loss, metrics dict of float32 scalars): the family's; with
+  `stateful`, loss_fn(params, model_state, batch, key) -> (loss, (metrics, new model_state)).
   batches: a pytree whose leaves are [K, B, ...]: K consecutive global batches, run as K updates
-  in one scan. metrics: name -> [K] float32: loss, grad_norm, lr, finite (1.0 or 0.0) and the
-  family's metrics. The key of update k is fold_in(train_key, k): a resumed run draws exactly the
-  same keys. With nonfinite_loss='skip' an update whose loss or gradient is not finite is dropped
-  (the step still advances); with 'stop' it is applied and the caller must stop without saving.
-  learning_rate: the optimizer's schedule, only to log the rate of each update.
+  in one scan. metrics: name -> [K] float32: loss, grad_norm, lr, finite and large_grad (1.0 or
+  0.0) and the family's metrics. The key of update k is fold_in(train_key, k): a resumed run
+  draws exactly the same keys. With nonfinite_loss='skip' an update whose loss or gradient is not
+  finite is dropped (the step still advances); with 'stop' it is applied and the caller must stop
+  without saving. skip_grad_norm > 0 drops every finite update whose gradient norm (before
+  clipping) exceeds it, counted by large_grad. learning_rate: the optimizer's schedule, only to
+  log the rate of each update.
   """
   if nonfinite_loss not in NONFINITE_POLICIES:
     raise ValueError(f"training.nonfinite_loss={nonfinite_loss!r} is unknown; use one of "
                      f"{NONFINITE_POLICIES}")
   learning_rate = learning_rate or optax.constant_schedule(0.0)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(loss_fn if stateful else with_model_state(loss_fn), has_aux=True)
 
   def one_step(state: TrainState, batch: Any):
     key = jax.random.fold_in(train_key, state.step)
-    (loss, family_metrics), grads = grad_fn(state.params, batch, key)
+    (loss, (family_metrics, model_state)), grads = grad_fn(state.params, state.model_state,
+                                                           batch, key)
     grad_norm = global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
-    new = TrainState(state.step + 1, params, opt_state, ema)
+    new = TrainState(state.step + 1, params, opt_state, ema, model_state)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    if nonfinite_loss == "skip":
-      kept = TrainState(state.step + 1, state.params, state.opt_state, state.ema_params)
-      new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, kept)
+    large = finite & (grad_norm > skip_grad_norm) if skip_grad_norm > 0 else jnp.zeros((), bool)
+    keep = large | ~finite if nonfinite_loss == "skip" else large
+    if nonfinite_loss == "skip" or skip_grad_norm > 0:
+      kept = state._replace(step=state.step + 1)
+      new = jax.tree.map(lambda n, o: jnp.where(keep, o, n), new, kept)
     metrics = {**family_metrics, "loss": loss, "grad_norm": grad_norm,
                "lr": jnp.asarray(learning_rate(state.step), jnp.float32),
-               "finite": finite.astype(jnp.float32)}
+               "finite": finite.astype(jnp.float32), "large_grad": large.astype(jnp.float32)}
     return new, metrics
 
   def train_steps(state: TrainState, batches: Any):

@@ -10,7 +10,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 
 from mcvd_jax.diffusion.noise import NoiseModel, check_target, make_noise_model
-from mcvd_jax.diffusion.samplers import Sampler, make_sampler
+from mcvd_jax.diffusion.samplers import Sampler, check_sampler_settings, make_sampler
 from mcvd_jax.diffusion.schedules import Schedule, make_schedule, smld_sigmas
 
 DIFFUSION_KINDS = ("ddpm", "smld")
@@ -44,14 +44,23 @@ def diffusion_from_config(section: Any) -> Diffusion:
                    sigmas=smld_sigmas(section.sigma_begin, section.sigma_end, section.num_steps))
 
 
+def check_sampling(diffusion: Diffusion, section: Any) -> None:
+  """ValueError naming the field when the `sampling` section cannot sample `diffusion`; builds
+  nothing (the config checks call it once, before anything is compiled)."""
+  kind = section.kind
+  check_sampler_settings(kind, eta=section.eta, n_steps_each=section.n_steps_each,
+                         subsample=section.subsample or None, target=diffusion.target)
+  if (kind == "smld") != (diffusion.kind == "smld"):
+    raise ValueError(f"sampling.kind={kind!r} does not fit diffusion.kind={diffusion.kind!r}: "
+                     f"use 'ddpm' or 'ddim' with ddpm, 'smld' with smld")
+
+
 def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any,
                         return_trajectory: bool = False) -> Sampler:
   """section: the config's `sampling` (kind, subsample, eta, clip_before, denoise,
   reference_denoise_label, step_lr, n_steps_each)."""
+  check_sampling(diffusion, section)
   kind = section.kind
-  if (kind == "smld") != (diffusion.kind == "smld"):
-    raise ValueError(f"sampling.kind={kind!r} does not fit diffusion.kind={diffusion.kind!r}: "
-                     f"use 'ddpm' or 'ddim' with ddpm, 'smld' with smld")
   return make_sampler(denoise_fn, kind=kind, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
                       noise_model=diffusion.noise_model, subsample=section.subsample or None,
                       eta=section.eta, clip_before=section.clip_before, denoise=section.denoise,

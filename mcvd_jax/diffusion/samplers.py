@@ -52,6 +52,21 @@ def _scan_loop(update, finish, x_init, num_steps, return_trajectory):
   return (x, traj) if return_trajectory else x
 
 
+def check_sampler_settings(kind: str, *, eta: float = 0.0, n_steps_each: int = 1,
+                           subsample: int | None = None, target: str = "white") -> None:
+  """ValueError naming the `sampling` field for settings no sampler accepts (what make_sampler
+  checks before it builds anything)."""
+  if kind not in KINDS:
+    raise ValueError(f"sampling.kind={kind!r} is unknown; use one of {KINDS}")
+  if kind != "smld" and eta < 0:
+    raise ValueError(f"sampling.eta must be >= 0, got {eta}")
+  if kind == "smld" and n_steps_each < 1:
+    raise ValueError(f"sampling.n_steps_each must be >= 1, got {n_steps_each}")
+  if subsample is not None and subsample < 1:
+    raise ValueError(f"sampling.subsample must be >= 1, got {subsample}")
+  check_target(target)
+
+
 def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
                  schedule: Schedule | None = None, sigmas: jax.Array | None = None,
                  noise_model: NoiseModel | None = None, subsample: int | None = None,
@@ -72,10 +87,9 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
   step_lr, n_steps_each: SMLD Langevin step size (scaled by (sigma / sigma_last)^2) and steps per level.
   target: what the network predicts ("white" ε or "correlated" Σ^{1/2} ε; diffusion.target).
   """
-  if kind not in KINDS:
-    raise ValueError(f"sampling.kind={kind!r} is unknown; use one of {KINDS}")
+  check_sampler_settings(kind, eta=eta, n_steps_each=n_steps_each, subsample=subsample,
+                         target=target)
   noise_model = noise_model or isotropic()
-  check_target(target)
   network = denoise_fn
 
   def denoise_fn(params, x, labels, cond, key, cond_mask=None):

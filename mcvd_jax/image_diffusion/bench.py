@@ -12,11 +12,10 @@ speed does not depend on their values.
 from __future__ import annotations
 
 import time
-import types
 
 from absl import app, flags
 
-from mcvd_jax.core.bench import gflop, timed, timing_report
+from mcvd_jax.core.bench import time_train_step, timed, timing_report
 
 flags.DEFINE_list("image_models", ["cifar10"], "Named model sizes to time: cifar10, mnist_quick.")
 flags.DEFINE_list("image_parts", ["train", "sampler"], "What to time: train, sampler.")
@@ -47,15 +46,15 @@ def bench_train_step(cfg, params, noise: str, batch: int, repeats: int) -> dict:
   import numpy as np
 
   from mcvd_jax.core.compilation import jit
-  from mcvd_jax.core.train_step import create_train_state, make_optimizer, make_train_step
+  from mcvd_jax.core.config_base import optim_section
+  from mcvd_jax.core.optim import make_optimizer
+  from mcvd_jax.core.train_step import create_train_state, make_train_step
   from mcvd_jax.diffusion.losses import make_loss_fn
   from mcvd_jax.diffusion.noise import make_noise_model
   from mcvd_jax.diffusion.schedules import linear_schedule
   from mcvd_jax.image_diffusion.training import make_image_loss
   from mcvd_jax.models import make_denoise_fn
-  tx = make_optimizer(types.SimpleNamespace(optimizer="adam", lr=2e-4, warmup=5000, beta1=0.9,
-                                            beta2=0.999, eps=1e-8, weight_decay=0.0,
-                                            grad_clip=1.0))
+  tx = make_optimizer(optim_section(lr=2e-4, warmup=5000))  # Adam, clip 1
   loss_fn = make_image_loss(make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule(),
                                          noise_model=make_noise_model(noise)))
   step = jit(make_train_step(loss_fn, tx, ema_rate=0.9999, train_key=jax.random.key(2)),
@@ -63,17 +62,7 @@ def bench_train_step(cfg, params, noise: str, batch: int, repeats: int) -> dict:
   images = np.random.default_rng(0).integers(
       0, 256, (1, batch, cfg.image_size, cfg.image_size, cfg.channels), dtype=np.uint8)
   state = create_train_state(jax.tree.map(lambda p: p.copy(), params), tx)
-  start = time.perf_counter()
-  compiled = step.lower(state, images).compile()
-  compile_s = time.perf_counter() - start
-  holder = [state]
-
-  def one_update():
-    holder[0], metrics = compiled(holder[0], images)
-    return metrics["loss"]
-
-  return timing_report(*timed(one_update, repeats), compile_s, gflop(compiled), batch,
-                       unit="images")
+  return time_train_step(step, state, images, repeats, batch, unit="images")
 
 
 def bench_sampler(cfg, params, noise: str, batch: int, steps: int, repeats: int) -> dict:
@@ -84,7 +73,8 @@ def bench_sampler(cfg, params, noise: str, batch: int, steps: int, repeats: int)
   import numpy as np
 
   from mcvd_jax.core.compilation import jit
-  from mcvd_jax.image_diffusion.sampling import image_sampler, item_keys
+  from mcvd_jax.core.keys import item_keys
+  from mcvd_jax.image_diffusion.sampling import image_sampler
   diffusion = ml_collections.ConfigDict({
       "kind": "ddpm", "schedule": "linear", "num_steps": 1000, "beta_start": 0.02,
       "beta_end": 1e-4, "noise": noise, "target": "white", "sigma_begin": 1.0,

@@ -5,17 +5,26 @@ the evaluation. Every error names the field (as `--config.<section>.<field>`) an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcvd_jax.core.config_checks import ConfigError, require
-from mcvd_jax.diffusion.factory import diffusion_from_config, sampler_from_config
-from mcvd_jax.models import UNetConfig, make_denoise_fn
+from mcvd_jax.diffusion.factory import Diffusion, check_sampling, diffusion_from_config
+from mcvd_jax.models import UNetConfig
 
 # Scores --mode=eval can compute: Inception ones need the user's weights file (eval.fid_weights);
 # the classifier ones work offline on MNIST (a digit classifier trained once and cached).
 INCEPTION_METRICS = ("fid", "precision", "recall", "is")
 CLASSIFIER_METRICS = ("classifier_fid", "recognisable")
 METRICS = INCEPTION_METRICS + CLASSIFIER_METRICS
+
+
+class Checked(NamedTuple):
+  """The image family's sections, checked and converted once: the network, the forward process,
+  the metrics --mode=eval computes."""
+
+  model: UNetConfig
+  diffusion: Diffusion
+  metrics: tuple[str, ...]
 
 
 def image_model_config(config: Any) -> UNetConfig:
@@ -48,7 +57,7 @@ def eval_metrics(config: Any) -> tuple[str, ...]:
   return INCEPTION_METRICS
 
 
-def validate_eval(config: Any) -> None:
+def validate_eval(config: Any) -> tuple[str, ...]:
   e = config.eval
   require(len(e.step_counts) >= 1 and all(int(s) >= 1 for s in e.step_counts),
           f"eval.step_counts={tuple(e.step_counts)} must be one or more positive step counts")
@@ -62,10 +71,12 @@ def validate_eval(config: Any) -> None:
           or config.model.channels == 1,
           f"eval.metrics: {', '.join(CLASSIFIER_METRICS)} score MNIST digits; "
           f"data.dataset={config.data.dataset!r} needs the Inception metrics")
+  return metrics
 
 
-def validate_family(config: Any, device_count: int = 1, process_count: int = 1) -> None:
-  """The image family's sections (Family.validate): raises ConfigError naming the field."""
+def validate_family(config: Any, device_count: int = 1, process_count: int = 1) -> Checked:
+  """The image family's sections (Family.validate): raises ConfigError naming the field; returns
+  them converted."""
   del device_count, process_count  # the batch's split is the shared training section's
   cfg = image_model_config(config)
   from mcvd_jax.data.images import check_image_dataset
@@ -77,7 +88,8 @@ def validate_family(config: Any, device_count: int = 1, process_count: int = 1) 
   require(s.num_images >= 1, f"sampling.num_images={s.num_images} must be >= 1")
   require(s.batch_size >= 1, f"sampling.batch_size={s.batch_size} must be >= 1")
   try:
-    sampler_from_config(make_denoise_fn(cfg), diffusion_from_config(config.diffusion), s)
+    diffusion = diffusion_from_config(config.diffusion)
+    check_sampling(diffusion, s)
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  validate_eval(config)
+  return Checked(cfg, diffusion, validate_eval(config))

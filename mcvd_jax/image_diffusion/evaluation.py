@@ -25,14 +25,13 @@ import jax
 import numpy as np
 from absl import logging
 
-from mcvd_jax.core.eval_runner import EvalJob, Evaluation
-from mcvd_jax.image_diffusion.config import (CLASSIFIER_METRICS, INCEPTION_METRICS, eval_metrics,
-                                             validate_eval)
+from mcvd_jax.core.eval_runner import EvalJob, Evaluation, config_fingerprint
+from mcvd_jax.core.keys import EVAL_STREAM, stream_key
+from mcvd_jax.image_diffusion.config import CLASSIFIER_METRICS, INCEPTION_METRICS, Checked
 from mcvd_jax.image_diffusion.sampling import draw_images, image_sampler, load_params
 from mcvd_jax.metrics.fvd import feature_stats, frechet_distance_from_stats
 
 PAPER_SAMPLES = 50_000
-_EVAL_STREAM = 0x6576  # folded into the seed: evaluation keys never meet training or sample keys
 _LABELS = {"fid": "FID", "precision": "precision", "recall": "recall", "is": "IS",
            "classifier_fid": "classifier FID", "recognisable": "recognisable"}
 
@@ -176,35 +175,29 @@ def markdown_table(entries: dict, metrics: tuple[str, ...], notes: list[str]) ->
   return "\n".join(lines + [""] + [f"- {note}" for note in notes])
 
 
-def make_evaluation(config: Any, workdir: str, checkpoint: str | None = None) -> Evaluation:
-  """The image family's Evaluation (Family.evaluation): checks the settings, loads the EMA
-  parameters and the scoring networks, and caches the reference features before any sampling."""
+def make_evaluation(config: Any, checked: Checked, workdir: str,
+                    checkpoint: str | None = None) -> Evaluation:
+  """The image family's Evaluation (Family.evaluation): loads the EMA parameters and the scoring
+  networks, and caches the reference features before any sampling."""
   from mcvd_jax.data.images import make_image_dataset
-  from mcvd_jax.core.config_checks import ConfigError
-  try:
-    validate_eval(config)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
   e, s = config.eval, config.sampling
-  metrics = eval_metrics(config)
-  cfg, params, source = load_params(config, workdir, checkpoint)
+  metrics = checked.metrics
+  cfg, params, source = load_params(config, checked, workdir, checkpoint)
   dataset = make_image_dataset(config.data, cfg.image_size, cfg.channels)
   scorers = make_scorers(config, workdir, metrics)
   train = dataset.train_images()
   num_reference = min(e.reference_images or len(train), len(train))
   reference = reference_features(scorers, train[:num_reference], dataset.description, workdir,
                                  e.batch_size)
-  base_fingerprint = {"source": source, "metrics": list(metrics), "noise": config.diffusion.noise,
-                      "target": config.diffusion.target, "seed": int(config.seed),
-                      "scorers": [sc.fingerprint for sc in scorers]}
+  base_fingerprint = config_fingerprint(config, source, {"diffusion": ()}, metrics=list(metrics),
+                                        scorers=[sc.fingerprint for sc in scorers])
 
   def job_for(steps: int) -> EvalJob:
     sampling = s.copy_and_resolve_references()
     sampling.subsample = int(steps)
     sample_fn = image_sampler(cfg, config.diffusion, sampling)
     name = f"{s.kind}_{steps}_steps"
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), _EVAL_STREAM),
-                             zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    key = stream_key(config.seed, EVAL_STREAM, name)
 
     def compute_batch(first: int, count: int) -> dict[str, np.ndarray]:
       images = draw_images(sample_fn, params, key, first, count, e.batch_size)

@@ -8,15 +8,13 @@ import os
 from typing import Any, Callable
 
 import jax
-import numpy as np
 
 from mcvd_jax.core.family import TrainingSetup
-from mcvd_jax.diffusion.factory import diffusion_from_config
+from mcvd_jax.core.media import frames_to_unit_range, image_grid, write_png
 from mcvd_jax.diffusion.losses import make_loss_fn
-from mcvd_jax.image_diffusion.config import image_model_config
-from mcvd_jax.image_diffusion.sampling import draw_images, image_grid, image_sampler, write_png
+from mcvd_jax.image_diffusion.config import Checked
+from mcvd_jax.image_diffusion.sampling import draw_images, image_sampler
 from mcvd_jax.models import init_params, make_denoise_fn
-from mcvd_jax.video.io import frames_to_unit_range
 
 
 def make_image_loss(diffusion_loss: Callable) -> Callable:
@@ -35,7 +33,8 @@ def make_media_writer(config: Any, sample_fn: Callable) -> Callable:
   WORKDIR/samples/step_<step>.png and as a TensorBoard image."""
   count, batch = config.training.sample_batch_size, config.sampling.batch_size
 
-  def write_media(step: int, params: Any, workdir: str, key: jax.Array):
+  def write_media(step: int, params: Any, model_state: Any, workdir: str, key: jax.Array):
+    del model_state  # the UNet has none
     grid = image_grid(draw_images(sample_fn, params, key, 0, count, batch))
     directory = os.path.join(workdir, "samples")
     os.makedirs(directory, exist_ok=True)
@@ -47,12 +46,11 @@ def make_media_writer(config: Any, sample_fn: Callable) -> Callable:
   return write_media
 
 
-def build(config: Any) -> TrainingSetup:
-  """The image family's TrainingSetup from a validated config."""
+def build(config: Any, checked: Checked) -> TrainingSetup:
+  """The image family's TrainingSetup from a config and its checked sections."""
   from mcvd_jax.data.images import make_image_dataset
-  cfg = image_model_config(config)
+  cfg, diffusion = checked.model, checked.diffusion
   dataset = make_image_dataset(config.data, cfg.image_size, cfg.channels)
-  diffusion = diffusion_from_config(config.diffusion)
   diffusion_loss = make_loss_fn(make_denoise_fn(cfg), schedule=diffusion.schedule,
                                 sigmas=diffusion.sigmas, noise_model=diffusion.noise_model,
                                 l1=config.diffusion.l1, target=diffusion.target)

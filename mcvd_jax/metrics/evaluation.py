@@ -115,6 +115,24 @@ def score_keys(metrics: Sequence[str]) -> set[str]:
   return keys
 
 
+def load_metric_networks(metrics: Sequence[str], fid_weights: str = "") -> dict:
+  """The weights of the networks `metrics` need, read once (before any sampling, so a missing
+  file fails first), as `score_videos`' keyword arguments: lpips_params (AlexNet), i3d_params
+  (FVD), fid_params (Inception from the user's `fid_weights` file; FileNotFoundError saying how
+  to make one when it is missing)."""
+  weights = {}
+  if "lpips" in metrics:
+    from mcvd_jax.metrics.lpips import load_lpips_params
+    weights["lpips_params"] = load_lpips_params("alex")
+  if "fvd" in metrics:
+    from mcvd_jax.metrics.fvd import load_i3d_params
+    weights["i3d_params"] = load_i3d_params()
+  if "fid" in metrics:
+    from mcvd_jax.metrics.fid import load_inception_params
+    weights["fid_params"] = load_inception_params(fid_weights)
+  return weights
+
+
 def _per_sample(fn, real01: np.ndarray, fake01: np.ndarray) -> np.ndarray:
   """fn(real [N, T, ...], fake [N, T, ...]) -> [N], applied to every sample: -> [N, S]."""
   return np.stack([np.asarray(fn(real01, fake01[:, s])) for s in range(fake01.shape[1])], axis=1)

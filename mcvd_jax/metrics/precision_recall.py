@@ -99,7 +99,7 @@ def precision_recall(real_feats, fake_feats, k: int = DEFAULT_K,
     fake_feats: [M, D] features of generated images (M >= k + 1), the same D.
     k: the neighbourhood size that sets each ball's radius (the paper's k = 3).
     batch_size: rows per block of distances (rounded up to a multiple of the device count).
-    mesh: from `sharded.data_mesh` (default: every device).
+    mesh: from `core.sharding.make_mesh` (default: every device).
   Returns:
     precision: share of fake vectors inside the real manifold, in [0, 1].
     recall: share of real vectors inside the fake manifold, in [0, 1].

@@ -14,13 +14,9 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh with axis 'data' over `devices` (default: every device of every process)."""
-  devices = list(devices) if devices is not None else jax.devices()
-  return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+from mcvd_jax.core.sharding import make_mesh, pad_rows
 
 
 def _call_layout(mesh: Mesh, num_items: int, batch_size: int) -> tuple[Mesh, int]:
@@ -30,7 +26,7 @@ def _call_layout(mesh: Mesh, num_items: int, batch_size: int) -> tuple[Mesh, int
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   if num_items < mesh.size and jax.process_count() == 1:
-    mesh = data_mesh(mesh.devices.ravel()[:num_items])
+    mesh = make_mesh(mesh.devices.ravel()[:num_items])
   return mesh, -(-min(batch_size, num_items) // mesh.size) * mesh.size
 
 
@@ -46,12 +42,6 @@ def _global_batch(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def _pad(x: np.ndarray | None, size: int) -> np.ndarray | None:
-  if x is None or x.shape[0] == size:
-    return x
-  return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)])
-
-
 def map_batches(fn: Callable, consts: Any, arrays: Sequence[np.ndarray | None], *,
                 batch_size: int, mesh: Mesh | None = None, jit_fn: Callable = jax.jit) -> Any:
   """fn(consts, *batch) over `arrays` in batches; returns fn's output pytree as NumPy arrays.
@@ -63,7 +53,7 @@ def map_batches(fn: Callable, consts: Any, arrays: Sequence[np.ndarray | None], 
     consts: a pytree of arrays replicated on every device (weights).
     arrays: host arrays with one leading length N, or None (passed through as None).
     batch_size: items per call, rounded up to a multiple of the device count.
-    mesh: from `data_mesh` (default: every device).
+    mesh: from `core.sharding.make_mesh` (default: every device).
     jit_fn: jax.jit, or compilation.jit for the UNet (its CPU options make the metric networks
       about 2x slower: I3D 2.1 vs 1.1 s per 16-frame clip on 2 cores).
   Returns:
@@ -77,13 +67,13 @@ def map_batches(fn: Callable, consts: Any, arrays: Sequence[np.ndarray | None], 
     raise ValueError(f"arrays disagree on the batch length: {[a.shape[0] for a in given]}")
   if n == 0:
     raise ValueError("map_batches got no items")
-  mesh, per_call = _call_layout(mesh or data_mesh(), n, batch_size)
+  mesh, per_call = _call_layout(mesh or make_mesh(), n, batch_size)
   compiled = _compiled(fn, mesh, jit_fn)
   consts = jax.device_put(consts, NamedSharding(mesh, P()))
   batch_sharding = NamedSharding(mesh, P("data"))
   outputs = []
   for start in range(0, n, per_call):
-    batch = [None if a is None else _pad(np.asarray(a[start:start + per_call]), per_call)
+    batch = [None if a is None else pad_rows(np.asarray(a[start:start + per_call]), per_call)
              for a in arrays]
     count = min(per_call, n - start)
     out = compiled(consts, *[None if b is None else _global_batch(b, batch_sharding)

@@ -25,7 +25,7 @@ import time
 
 from absl import app, flags
 
-from mcvd_jax.core.bench import gflop, timed, timing_report
+from mcvd_jax.core.bench import gflop, time_train_step, timed, timing_report
 
 flags.DEFINE_list("models", ["smmnist", "small"], "Named model sizes to time.")
 flags.DEFINE_list("parts", ["forward", "train", "sampler"],
@@ -100,18 +100,18 @@ def paper_train_step(cfg, lr: float, warmup: int, jit_fn):
   DSM loss on the linear schedule, Adam(lr, linear warm-up over `warmup` steps), gradient
   clipping 1.0, EMA 0.999 (core.train_step.make_train_step around the masked loss, as the
   training loop builds it)."""
-  import types
 
   import jax
 
-  from mcvd_jax.core.train_step import make_optimizer, make_train_step
+  from mcvd_jax.core.config_base import optim_section
+  from mcvd_jax.core.optim import make_optimizer
+  from mcvd_jax.core.train_step import make_train_step
   from mcvd_jax.diffusion.losses import make_loss_fn
   from mcvd_jax.diffusion.schedules import linear_schedule
   from mcvd_jax.models import make_denoise_fn
-  from mcvd_jax.video_diffusion.training import Masking, make_masked_loss
-  tx = make_optimizer(types.SimpleNamespace(optimizer="adam", lr=lr, warmup=warmup, beta1=0.9,
-                                            beta2=0.999, eps=1e-8, weight_decay=0.0,
-                                            grad_clip=1.0))
+  from mcvd_jax.video_diffusion.tasks import Masking
+  from mcvd_jax.video_diffusion.training import make_masked_loss
+  tx = make_optimizer(optim_section(lr=lr, warmup=warmup))  # Adam, clip 1
   masking = Masking(cfg.num_frames_cond, cfg.num_frames, cfg.num_frames_future)
   loss_fn = make_masked_loss(make_loss_fn(make_denoise_fn(cfg), schedule=linear_schedule()),
                              masking)
@@ -132,17 +132,7 @@ def bench_train_step(cfg, params, batch: int, repeats: int) -> dict:
       0, 256, (1, batch, masking.clip_frames, cfg.image_size, cfg.image_size, cfg.channels),
       dtype=np.uint8)
   state = create_train_state(jax.tree.map(lambda p: p.copy(), params), tx)
-  start = time.perf_counter()
-  compiled = steps.lower(state, videos).compile()
-  compile_s = time.perf_counter() - start
-  holder = [state]
-
-  def one_update():
-    holder[0], metrics = compiled(holder[0], videos)
-    return metrics["loss"]
-
-  return timing_report(*timed(one_update, repeats), compile_s, gflop(compiled),
-                       batch * cfg.num_frames)
+  return time_train_step(steps, state, videos, repeats, batch * cfg.num_frames)
 
 
 def bench_data(num_videos: int, num_batches: int, accelerator_tflops: float) -> dict:

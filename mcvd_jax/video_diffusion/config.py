@@ -1,19 +1,48 @@
-"""Checks MCVD's config sections (model, masking probabilities, sampling, data) before anything is
-compiled. The shared `training` and `optim` sections are checked by core.config_checks.
+"""Checks MCVD's config sections (model, masking probabilities, diffusion, sampling, data, eval)
+before anything is compiled, in every mode, and converts each once into the typed `Checked` that
+training, sampling and evaluation use. The shared `training` and `optim` sections are checked by
+core.config_checks.
 
-Every error names the config field (as `--config.<section>.<field>`) and what would work.
+Every error is a ConfigError naming the config field (as `--config.<section>.<field>`) and what
+would work.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, NamedTuple
 
 from mcvd_jax.core.config_checks import ConfigError, require, validate_training
-from mcvd_jax.diffusion.factory import diffusion_from_config, sampler_from_config
-from mcvd_jax.models import UNetConfig, make_denoise_fn
-from mcvd_jax.video_diffusion.training import TASKS
+from mcvd_jax.diffusion.factory import Diffusion, check_sampling, diffusion_from_config
+from mcvd_jax.models import UNetConfig
+from mcvd_jax.video_diffusion.tasks import TASKS, Masking, enabled_tasks, masking_from_config
 
-__all__ = ["ConfigError", "validate_config", "validate_family"]
+__all__ = ["Checked", "ConfigError", "EvalSettings", "validate_config", "validate_family"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  """The config's `eval` section, checked."""
+
+  protocols: tuple[str, ...]
+  num_test_videos: int
+  samples_per_video: int
+  metrics: tuple[str, ...]
+  batch_size: int
+  metric_batch_size: int
+  save_samples: bool
+  fid_weights: str
+
+
+class Checked(NamedTuple):
+  """MCVD's sections, checked and converted once: the network, the training clip and its masks,
+  the tasks those masks teach, the forward process, the evaluation settings."""
+
+  model: UNetConfig
+  masking: Masking
+  tasks: tuple[str, ...]
+  diffusion: Diffusion
+  eval: EvalSettings
 
 
 def validate_model(config: Any) -> UNetConfig:
@@ -24,7 +53,7 @@ def validate_model(config: Any) -> UNetConfig:
     raise ConfigError(str(e)) from e
 
 
-def validate_masking(config: Any) -> None:
+def validate_masking(config: Any) -> Masking:
   t = config.training
   for name in ("prob_mask_cond", "prob_mask_future"):
     value = t[name]
@@ -35,9 +64,17 @@ def validate_masking(config: Any) -> None:
   require(not (t.prob_mask_future > 0 and config.model.num_frames_future == 0),
           f"training.prob_mask_future={t.prob_mask_future} masks future frames but "
           f"model.num_frames_future=0: set model.num_frames_future > 0 or the probability to 0")
+  return masking_from_config(config)
 
 
-def validate_sampling(config: Any, cfg: UNetConfig) -> None:
+def validate_diffusion(config: Any) -> Diffusion:
+  try:
+    return diffusion_from_config(config.diffusion)
+  except ValueError as e:
+    raise ConfigError(f"diffusion: {e}") from e
+
+
+def validate_sampling(config: Any, cfg: UNetConfig, diffusion: Diffusion) -> None:
   s = config.sampling
   require(s.task in TASKS, f"sampling.task={s.task!r} is unknown; use one of {TASKS}")
   require(s.num_frames >= 1, f"sampling.num_frames={s.num_frames} must be >= 1")
@@ -49,12 +86,12 @@ def validate_sampling(config: Any, cfg: UNetConfig) -> None:
     require(cfg.num_frames_cond > 0,
             "sampling.task='prediction' needs past frames but model.num_frames_cond=0")
   try:
-    sampler_from_config(make_denoise_fn(cfg), diffusion_from_config(config.diffusion), s)
+    check_sampling(diffusion, s)
   except ValueError as e:
     raise ConfigError(str(e)) from e
 
 
-def validate_dataset(config: Any, cfg: UNetConfig) -> None:
+def validate_dataset(config: Any) -> None:
   from mcvd_jax.data.registry import check_dataset_name
   try:
     check_dataset_name(config.data.dataset)
@@ -62,17 +99,47 @@ def validate_dataset(config: Any, cfg: UNetConfig) -> None:
     raise ConfigError(str(e)) from e
 
 
-def validate_family(config: Any, device_count: int = 1, process_count: int = 1) -> None:
-  """MCVD's sections (Family.validate): raises ConfigError naming the field."""
+def _names(text: str) -> tuple[str, ...]:
+  return tuple(part.strip() for part in str(text).split(",") if part.strip())
+
+
+def validate_eval(config: Any) -> EvalSettings:
+  """The `eval` section: counts, metric and protocol names (unknown ones fail here, before any
+  model is loaded)."""
+  from mcvd_jax.metrics import evaluation, protocols
+  e = config.eval
+  for field in ("num_test_videos", "samples_per_video"):
+    require(e[field] >= 0, f"eval.{field}={e[field]} must be >= 0 (0: the protocol's)")
+  for field in ("batch_size", "metric_batch_size"):
+    require(e[field] >= 1, f"eval.{field}={e[field]} must be >= 1")
+  metrics = _names(e.metrics)
+  try:
+    evaluation.check_metrics(metrics)
+  except ValueError as err:
+    raise ConfigError(f"eval.metrics={e.metrics!r}: {err}") from None
+  for name in _names(e.protocols):
+    try:
+      protocols.get(name)
+    except ValueError as err:
+      raise ConfigError(f"eval.protocols={e.protocols!r}: {err}") from None
+  return EvalSettings(_names(e.protocols), int(e.num_test_videos), int(e.samples_per_video),
+                      metrics, int(e.batch_size), int(e.metric_batch_size), bool(e.save_samples),
+                      str(e.fid_weights))
+
+
+def validate_family(config: Any, device_count: int = 1, process_count: int = 1) -> Checked:
+  """MCVD's sections (Family.validate): raises ConfigError naming the field; returns them
+  converted."""
   del device_count, process_count  # the batch's split is the shared training section's
   cfg = validate_model(config)
-  validate_masking(config)
-  validate_sampling(config, cfg)
-  validate_dataset(config, cfg)
+  masking = validate_masking(config)
+  diffusion = validate_diffusion(config)
+  validate_sampling(config, cfg, diffusion)
+  validate_dataset(config)
+  return Checked(cfg, masking, enabled_tasks(masking), diffusion, validate_eval(config))
 
 
 def validate_config(config: Any, device_count: int = 1, process_count: int = 1) -> UNetConfig:
   """Every check a training run makes (shared and MCVD's); returns the typed model config."""
   validate_training(config, device_count, process_count)
-  validate_family(config, device_count, process_count)
-  return validate_model(config)
+  return validate_family(config, device_count, process_count).model

@@ -6,30 +6,22 @@ from __future__ import annotations
 
 import functools
 import json
-import zlib
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from mcvd_jax.core.compilation import jit
+from mcvd_jax.core.keys import EVAL_STREAM, stream_key
+from mcvd_jax.core.media import frames_to_unit_range, to_uint8
+from mcvd_jax.core.sharding import pad_rows
 from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
 from mcvd_jax.metrics import protocols
 from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.models import UNetConfig, make_denoise_fn
-from mcvd_jax.video.io import frames_to_unit_range
 from mcvd_jax.video.rollout import make_rollout
-from mcvd_jax.video_diffusion.sampling import task_inputs
-
-_EVAL_STREAM = 0x6576  # folded into the seed: evaluation keys never meet training or sample keys
-
-
-def _to_uint8(video: jax.Array) -> jax.Array:
-  """[-1, 1] -> uint8, the same rounding as video.io.to_uint8 (on the device)."""
-  return jnp.round((jnp.clip(video, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
-
+from mcvd_jax.video_diffusion.tasks import task_inputs
 
 def make_video_sampler(rollout: Callable, num_frames: int) -> Callable:
   """sample(params, key_data, past, future) -> uint8 [B, P + num_frames + F, H, W, C].
@@ -45,7 +37,7 @@ def make_video_sampler(rollout: Callable, num_frames: int) -> Callable:
       f = None if f is None else frames_to_unit_range(f)[None]
       video = rollout(params, jax.random.wrap_key_data(key), p, f, num_frames=num_frames,
                       batch_size=1)
-      return _to_uint8(video[0])
+      return to_uint8(video[0])
     return jax.vmap(one)(key_data, past, future)
 
   return sample
@@ -75,17 +67,7 @@ def video_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any
 
 def protocol_key(seed: int, name: str) -> jax.Array:
   """The root key of a protocol: depends on its name, not on which other protocols run."""
-  key = jax.random.fold_in(jax.random.key(seed), _EVAL_STREAM)
-  return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
-
-
-def sample_keys(key: jax.Array, first_video: int, num_videos: int, samples: int) -> np.ndarray:
-  """Raw key data [num_videos * samples, ...] of fold_in(fold_in(key, video), sample), video-major
-  (sample s of video i at row (i - first_video) * samples + s, the reference's order)."""
-  videos = jnp.arange(first_video, first_video + num_videos)
-  per_video = jax.vmap(lambda i: jax.vmap(
-      lambda s: jax.random.fold_in(jax.random.fold_in(key, i), s))(jnp.arange(samples)))(videos)
-  return np.asarray(jax.random.key_data(per_video.reshape(-1)))
+  return stream_key(seed, EVAL_STREAM, name)
 
 
 def horizon(p: protocols.Protocol, cfg: UNetConfig) -> int:
@@ -96,22 +78,14 @@ def horizon(p: protocols.Protocol, cfg: UNetConfig) -> int:
   return p.clip_frames if p.task == "generation" else p.pred_frames
 
 
-def _pad_rows(x: np.ndarray | None, rows: int) -> np.ndarray | None:
-  """Repeats the last row up to `rows`: every batch then has one shape (one compilation), and the
-  extra rollouts, independent of the others, are dropped."""
-  if x is None or x.shape[0] == rows:
-    return x
-  return np.concatenate([x, np.repeat(x[-1:], rows - x.shape[0], axis=0)])
-
-
 def sample_batch(sampler: Callable, params: Any, p: protocols.Protocol, cfg: UNetConfig,
                  clips: np.ndarray, keys: np.ndarray, rows: int, mesh) -> np.ndarray:
   """p.samples_per_video samples of each clip [n, p + n + f, H, W, C] (uint8) -> uint8
   [n, S, p + n + f, H, W, C], drawn as `rows` rollouts (padded) sharded over `mesh`."""
   n, s = clips.shape[0], p.samples_per_video
   given = task_inputs(p.task, clips, cfg, horizon(p, cfg))
-  repeat = lambda x: None if x is None else _pad_rows(np.repeat(x, s, axis=0), rows)  # noqa: E731
-  fake = map_batches(sampler, params, [_pad_rows(keys, rows), repeat(given.past),
+  repeat = lambda x: None if x is None else pad_rows(np.repeat(x, s, axis=0), rows)  # noqa: E731
+  fake = map_batches(sampler, params, [pad_rows(keys, rows), repeat(given.past),
                                        repeat(given.future)], batch_size=rows, mesh=mesh,
                      jit_fn=jit)
   return fake[:n * s].reshape(n, s, *fake.shape[1:])

@@ -17,65 +17,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from absl import logging
 
-from mcvd_jax.core.eval_runner import (REPORT_JSON, EvalError, EvalJob, Evaluation,
-                                       run_evaluation)
-from mcvd_jax.diffusion.factory import diffusion_from_config, sampler_from_config
+from mcvd_jax.core.config_checks import ConfigError
+from mcvd_jax.core.eval_runner import REPORT_JSON, EvalJob, Evaluation, config_fingerprint
+from mcvd_jax.core.keys import item_keys
+from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.metrics import baselines, evaluation, protocols
-from mcvd_jax.metrics.sharded import data_mesh
-from mcvd_jax.models import UNetConfig, make_denoise_fn
+from mcvd_jax.models import UNetConfig
+from mcvd_jax.video_diffusion.config import Checked, EvalSettings
 from mcvd_jax.video_diffusion.eval_sampling import (horizon, protocol_key, sample_batch,
-                                                    sample_keys, video_sampler)
+                                                    video_sampler)
 from mcvd_jax.video_diffusion.sampling import load_for_sampling
-from mcvd_jax.video_diffusion.training import Masking, enabled_tasks
+from mcvd_jax.video_diffusion.tasks import Masking, enabled_tasks
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """The config's `eval` section, checked."""
-
-  protocols: tuple[str, ...]
-  num_test_videos: int
-  samples_per_video: int
-  metrics: tuple[str, ...]
-  batch_size: int
-  metric_batch_size: int
-  save_samples: bool
-  fid_weights: str
-
-
-def _names(text: str) -> tuple[str, ...]:
-  return tuple(part.strip() for part in str(text).split(",") if part.strip())
-
-
-def settings_from_config(config: Any) -> Settings:
-  e = config.eval
-  for field in ("num_test_videos", "samples_per_video"):
-    if e[field] < 0:
-      raise EvalError(f"eval.{field}={e[field]} must be >= 0 (0: the protocol's)")
-  for field in ("batch_size", "metric_batch_size"):
-    if e[field] < 1:
-      raise EvalError(f"eval.{field}={e[field]} must be >= 1")
-  metrics = _names(e.metrics)
-  try:
-    evaluation.check_metrics(metrics)
-  except ValueError as err:
-    raise EvalError(f"eval.metrics: {err}") from None
-  for name in _names(e.protocols):  # unknown names fail before the model is loaded
-    try:
-      protocols.get(name)
-    except ValueError as err:
-      raise EvalError(f"eval.protocols: {err}") from None
-  return Settings(_names(e.protocols), int(e.num_test_videos), int(e.samples_per_video), metrics,
-                  int(e.batch_size), int(e.metric_batch_size), bool(e.save_samples),
-                  str(e.fid_weights))
-
-
-def select_protocols(config: Any, cfg: UNetConfig, settings: Settings) -> list[protocols.Protocol]:
-  """The protocols to run, with the `eval` overrides applied; EvalError naming the config field
+def select_protocols(config: Any, cfg: UNetConfig, settings: EvalSettings) -> list[protocols.Protocol]:
+  """The protocols to run, with the `eval` overrides applied; ConfigError naming the config field
   when a named protocol is unknown or does not fit the model, or when none fits."""
   t = config.training
   tasks = enabled_tasks(Masking(cfg.num_frames_cond, cfg.num_frames, cfg.num_frames_future,
@@ -91,14 +51,14 @@ def select_protocols(config: Any, cfg: UNetConfig, settings: Settings) -> list[p
       protocol = protocols.get(name)
       reason = why_not(protocol)
       if reason:
-        raise EvalError(f"eval.protocols: {name} does not fit this model: {reason}")
+        raise ConfigError(f"eval.protocols: {name} does not fit this model: {reason}")
       chosen.append(protocol)
   else:
     candidates = protocols.for_dataset(dataset)
     chosen = [p for p in candidates if why_not(p) is None]
     if not chosen:
       reasons = "; ".join(f"{p.name}: {why_not(p)}" for p in candidates) or "none are defined"
-      raise EvalError(f"no evaluation protocol of data.dataset={dataset!r} fits this model "
+      raise ConfigError(f"no evaluation protocol of data.dataset={dataset!r} fits this model "
                       f"({reasons}). Name one with --config.eval.protocols=...")
   runs = []
   for p in chosen:
@@ -107,12 +67,12 @@ def select_protocols(config: Any, cfg: UNetConfig, settings: Settings) -> list[p
       message = (f"eval.metrics={','.join(settings.metrics)} leaves protocol {p.name} nothing to "
                  f"compute (it computes {', '.join(p.metrics)})")
       if settings.protocols:
-        raise EvalError(message)
+        raise ConfigError(message)
       logging.info("skipping %s: %s", p.name, message)
       continue
     runs.append(p.with_overrides(settings.num_test_videos, settings.samples_per_video, metrics))
   if not runs:
-    raise EvalError(f"eval.metrics={','.join(settings.metrics)} leaves no protocol anything to "
+    raise ConfigError(f"eval.metrics={','.join(settings.metrics)} leaves no protocol anything to "
                     f"compute")
   for p in runs:
     _check_protocol(p, cfg)
@@ -137,26 +97,13 @@ def _check_protocol(p: protocols.Protocol, cfg: UNetConfig) -> None:
     evaluation.check_set_size(p.num_test_videos, p.clip_frames - p.scored_cond_frames -
                               p.future_frames, p.metrics)
   except ValueError as err:
-    raise EvalError(f"protocol {p.name} ({p.num_test_videos} test videos, {p.samples_per_video} "
+    raise ConfigError(f"protocol {p.name} ({p.num_test_videos} test videos, {p.samples_per_video} "
                     f"samples, metrics {', '.join(p.metrics)}): {err}. Adjust --config.eval."
                     f"num_test_videos / samples_per_video / metrics") from None
 
 
 # ------------------------------------------------------------------------------------------------
 # One protocol as a job of the runner
-
-
-def _fingerprint(config: Any, p: protocols.Protocol, settings: Settings, source: str,
-                 diffusion: Any) -> dict:
-  """What a protocol's batch files depend on; compared on resume. diffusion: the section the
-  weights use (a converted checkpoint's schedule)."""
-  sampling = {k: v for k, v in config.sampling.to_dict().items()
-              if k not in ("task", "num_frames", "batch_size")}  # sample mode's, unused here
-  return {"protocol": dataclasses.asdict(p), "batch_size": settings.batch_size,
-          "checkpoint": source, "seed": config.seed, "model": config.model.to_dict(),
-          "diffusion": diffusion.to_dict(), "sampling": sampling,
-          "data": {k: v for k, v in config.data.to_dict().items()
-                   if k not in ("path", "cache_dir", "mnist_path")}}  # where, not what
 
 
 def markdown_section(entry: dict) -> str:
@@ -187,7 +134,7 @@ def markdown_section(entry: dict) -> str:
 
 
 def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, dataset: Any,
-                 settings: Settings, source: str, mesh: Any, weights: dict,
+                 settings: EvalSettings, source: str, mesh: Any, weights: dict,
                  p: protocols.Protocol) -> EvalJob:
   """The runner's job for protocol `p`: batches of test videos sampled and scored."""
   clips = np.asarray(dataset.test_videos(p.clip_frames, p.num_test_videos))
@@ -202,7 +149,7 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
 
   def compute_batch(first: int, count: int) -> dict[str, np.ndarray]:
     real = clips[first:first + count]
-    fake = sample_batch(sampler, params, p, cfg, real, sample_keys(key, first, count, s), rows,
+    fake = sample_batch(sampler, params, p, cfg, real, item_keys(key, first, count, s), rows,
                         mesh)
     scored = fake
     if baseline:  # scored as one more sample: the real clips' features are computed once
@@ -233,7 +180,13 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
                              **report("baseline/")}
     return results
 
-  return EvalJob(name=p.name, fingerprint=_fingerprint(config, p, settings, source, diffusion),
+  fingerprint = config_fingerprint(
+      config, source, {"model": (), "diffusion": (),
+                       "sampling": ("task", "num_frames", "batch_size"),  # sample mode's
+                       "data": ("path", "cache_dir", "mnist_path")},  # where, not what
+      diffusion=diffusion,  # the section the weights use (a converted checkpoint's schedule)
+      protocol=dataclasses.asdict(p), batch_size=settings.batch_size)
+  return EvalJob(name=p.name, fingerprint=fingerprint,
                  num_items=p.num_test_videos, batch_size=size,
                  expected_keys=frozenset(keys),
                  compute_batch=compute_batch, summarize=summarize, markdown=markdown_section,
@@ -244,37 +197,22 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
 # Entry point
 
 
-def _load_weights(metrics: set[str], settings: Settings) -> dict:
-  """The metric networks' weights, read once, before any sampling (missing ones fail here)."""
-  weights = {}
-  if "lpips" in metrics:
-    from mcvd_jax.metrics.lpips import load_lpips_params
-    weights["lpips_params"] = load_lpips_params("alex")
-  if "fvd" in metrics:
-    from mcvd_jax.metrics.fvd import load_i3d_params
-    weights["i3d_params"] = load_i3d_params()
-  if "fid" in metrics:
-    from mcvd_jax.metrics.fid import load_inception_params
-    try:
-      weights["fid_params"] = load_inception_params(settings.fid_weights)
-    except FileNotFoundError as err:
-      raise EvalError(f"eval.fid_weights={settings.fid_weights!r}: {err}") from None
-  return weights
-
-
-def make_evaluation(config: Any, workdir: str, checkpoint: str | None = None) -> Evaluation:
+def make_evaluation(config: Any, checked: Checked, workdir: str,
+                    checkpoint: str | None = None) -> Evaluation:
   """The protocols of the config's `eval` section on the EMA weights of the newest checkpoint in
   `workdir` (or `checkpoint`, as sample mode), checked and loaded before any sampling."""
-  settings = settings_from_config(config)
+  settings = checked.eval
   os.makedirs(workdir, exist_ok=True)
-  cfg, params, diffusion_section, source = load_for_sampling(config, workdir, checkpoint)
+  cfg, params, diffusion_section, source = load_for_sampling(config, checked, workdir, checkpoint)
   chosen = select_protocols(config, cfg, settings)
-  weights = _load_weights({m for p in chosen for m in p.metrics}, settings)
+  try:
+    weights = evaluation.load_metric_networks({m for p in chosen for m in p.metrics},
+                                              settings.fid_weights)
+  except FileNotFoundError as err:
+    raise ConfigError(f"eval.fid_weights={settings.fid_weights!r}: {err}") from None
   from mcvd_jax.data.registry import make_dataset
   dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
-  sampler_from_config(make_denoise_fn(cfg), diffusion_from_config(diffusion_section),
-                      config.sampling)  # a bad sampler setting fails here, before any sampling
-  mesh = data_mesh()
+  mesh = make_mesh()
   jobs = tuple(protocol_job(config, cfg, params, diffusion_section, dataset, settings, source,
                             mesh, weights, p) for p in chosen)
   summary = {"dataset": config.data.dataset,
@@ -283,5 +221,8 @@ def make_evaluation(config: Any, workdir: str, checkpoint: str | None = None) ->
 
 
 def evaluate_checkpoint(config: Any, workdir: str, checkpoint: str | None = None) -> str:
-  """make_evaluation run by the shared runner; returns the path of the JSON report."""
-  return run_evaluation(make_evaluation(config, workdir, checkpoint), workdir)
+  """make_evaluation run by the shared runner after the config checks; returns the path of the
+  JSON report."""
+  from mcvd_jax.video_diffusion.family import FAMILY
+  from mcvd_jax.core.modes import run_mode
+  return run_mode(FAMILY, config, workdir, "eval", checkpoint)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,66 +19,15 @@ import numpy as np
 
 from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.family import TrainingSetup
+from mcvd_jax.core.media import frames_to_unit_range, to_uint8, video_grid, write_gif
 from mcvd_jax.data.registry import make_dataset
-from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
+from mcvd_jax.diffusion.factory import initial_scale, sampler_from_config
 from mcvd_jax.diffusion.losses import make_loss_fn
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
-from mcvd_jax.video.io import frames_to_unit_range, to_uint8, video_grid, write_gif
 from mcvd_jax.video.masking import make_training_batch
 from mcvd_jax.video.rollout import make_rollout
-
-TASKS = ("prediction", "generation", "interpolation", "past_reconstruction")
-
-
-class Masking(NamedTuple):
-  """Frame counts of a training clip and the block-masking probabilities (see video.masking)."""
-
-  num_frames_cond: int
-  num_frames: int
-  num_frames_future: int
-  prob_mask_cond: float = 0.0
-  prob_mask_future: float = 0.0
-  prob_mask_sync: bool = False
-
-  @property
-  def clip_frames(self) -> int:
-    return self.num_frames_cond + self.num_frames + self.num_frames_future
-
-
-def masking_from_config(config: Any) -> Masking:
-  return Masking(config.model.num_frames_cond, config.model.num_frames,
-                 config.model.num_frames_future, config.training.prob_mask_cond,
-                 config.training.prob_mask_future, bool(config.training.prob_mask_sync))
-
-
-def task_masks(past_present: jax.Array, future_present: jax.Array, masking: Masking) -> dict:
-  """Which task each training sample teaches, from its block masks: name -> bool [B]."""
-  has_past, has_future = masking.num_frames_cond > 0, masking.num_frames_future > 0
-  past = past_present if has_past else jnp.zeros_like(past_present)
-  future = future_present if has_future else jnp.zeros_like(future_present)
-  tasks = {"generation": ~past & ~future}
-  if has_past:
-    tasks["prediction"] = past & ~future
-  if has_future:
-    tasks["past_reconstruction"] = ~past & future
-  if has_past and has_future:
-    tasks["interpolation"] = past & future
-  return tasks
-
-
-def enabled_tasks(masking: Masking) -> tuple[str, ...]:
-  """The tasks a model trained with these masks learns (those drawn with non-zero probability)."""
-  p_past = 1.0 - masking.prob_mask_cond if masking.num_frames_cond else 0.0
-  p_future = 1.0 - masking.prob_mask_future if masking.num_frames_future else 0.0
-  if masking.prob_mask_sync and masking.num_frames_cond and masking.num_frames_future:
-    joint = {"prediction": 0.0, "interpolation": p_past, "generation": 1.0 - p_past,
-             "past_reconstruction": 0.0}
-  else:
-    joint = {"prediction": p_past * (1.0 - p_future), "interpolation": p_past * p_future,
-             "generation": (1.0 - p_past) * (1.0 - p_future),
-             "past_reconstruction": (1.0 - p_past) * p_future}
-  return tuple(name for name in TASKS if joint[name] > 0)
-
+from mcvd_jax.video_diffusion.config import Checked
+from mcvd_jax.video_diffusion.tasks import Masking, clip_frames_for_task, task_inputs, task_masks
 
 def make_masked_loss(diffusion_loss: Callable, masking: Masking) -> Callable:
   """loss_fn(params, video, key) -> (loss, metrics) for the core's update.
@@ -113,10 +62,10 @@ def make_media_writer(config: Any, cfg: UNetConfig, dataset: Any, tasks: tuple[s
   """write_media(step, params, workdir, key): EMA samples of each enabled task on real test clips,
   WORKDIR/samples/step_<step>_<task>.gif (real clips in the top row, samples below), and the same
   grids as TensorBoard images (frames side by side)."""
-  from mcvd_jax.video_diffusion.sampling import clip_frames_for_task, task_inputs
   t, s = config.training, config.sampling
 
-  def write_media(step: int, params: Any, workdir: str, key: jax.Array):
+  def write_media(step: int, params: Any, model_state: Any, workdir: str, key: jax.Array):
+    del model_state  # MCVD's network has none
     directory = os.path.join(workdir, "samples")
     os.makedirs(directory, exist_ok=True)
     need = max(clip_frames_for_task(task, cfg, s.num_frames) for task in tasks)
@@ -126,7 +75,7 @@ def make_media_writer(config: Any, cfg: UNetConfig, dataset: Any, tasks: tuple[s
       given = task_inputs(task, clips, cfg, s.num_frames)
       video = rollout(params, jax.random.fold_in(key, i), given.past, given.future,
                       num_frames=given.num_frames, batch_size=t.sample_batch_size)
-      real, fake = to_uint8(given.real), to_uint8(jax.device_get(video))
+      real, fake = to_uint8(jax.device_get(given.real)), to_uint8(jax.device_get(video))
       grid = video_grid(np.concatenate([real, fake]), columns=real.shape[0])
       path = os.path.join(directory, f"step_{step:08d}_{task}.gif")
       if jax.process_index() == 0:
@@ -138,13 +87,10 @@ def make_media_writer(config: Any, cfg: UNetConfig, dataset: Any, tasks: tuple[s
   return write_media
 
 
-def build(config: Any) -> TrainingSetup:
-  """MCVD's TrainingSetup from a validated config."""
-  cfg = UNetConfig.from_mapping(config.model)
-  masking = masking_from_config(config)
-  tasks = enabled_tasks(masking)
+def build(config: Any, checked: Checked) -> TrainingSetup:
+  """MCVD's TrainingSetup from a config and its checked sections."""
+  cfg, masking, tasks, diffusion = checked.model, checked.masking, checked.tasks, checked.diffusion
   dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
-  diffusion = diffusion_from_config(config.diffusion)
   denoise = make_denoise_fn(cfg)
   diffusion_loss = make_loss_fn(denoise, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
                                 noise_model=diffusion.noise_model, l1=config.diffusion.l1,
