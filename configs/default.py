@@ -65,6 +65,11 @@ def get_config(arg=None):
   diffusion.noise = "isotropic"  # isotropic | gff (Gaussian free field)
   diffusion.target = "white"    # what the network predicts: white (ε, the non-isotropic paper's) | correlated (Σ^{1/2} ε); the same with isotropic noise
   diffusion.l1 = False
+  diffusion.label_sampling = "uniform"  # uniform | high_noise: p ∝ (1 - alpha_bar)^power
+  diffusion.label_sampling_power = 1.0  # high_noise's power, > 0 (diffusion/weighting.py)
+  diffusion.loss_weighting = "none"  # none | min_snr: min(SNR, gamma) / SNR | p2: (1 + SNR)^-gamma
+  diffusion.min_snr_gamma = 5.0  # min_snr's SNR cap (Hang et al. 2023)
+  diffusion.p2_gamma = 1.0      # p2's exponent, k = 1 (Choi et al. 2022)
 
   config.sampling = sampling = ml_collections.ConfigDict()
   sampling.kind = "ddpm"        # ddpm | ddim | smld
@@ -78,6 +83,7 @@ def get_config(arg=None):
   sampling.task = "generation"  # prediction | generation | interpolation | past_reconstruction
   sampling.num_frames = 10      # frames to generate
   sampling.batch_size = 4
+  sampling.weights = "ema"      # ema | raw: which parameters of a training checkpoint --mode=sample and --mode=eval use
 
   # The shared sections (mcvd_jax/core: every field and its meaning in TRAINING_DEFAULTS and
   # optim.OPTIM_DEFAULTS): Adam 2e-4 with a 1,000-update linear warm-up from 0 (the reference's
@@ -90,6 +96,8 @@ def get_config(arg=None):
   training.prob_mask_cond = 0.0    # MCVD: probability of masking the whole past block
   training.prob_mask_future = 0.0  # MCVD: the same for the future block
   training.prob_mask_sync = False  # MCVD: mask past and future together
+  training.eval_every = 1000       # MCVD: the learning signal (video_diffusion/signal.py) every so many steps
+  training.signal_clips = 16       # MCVD: fixed test clips the learning signal is measured on
 
   config.eval = ev = ml_collections.ConfigDict()  # main --mode=eval (mcvd_jax/video_diffusion/evaluation.py)
   ev.protocols = ""             # comma-separated names (mcvd_jax/metrics/protocols.py); "": every protocol of data.dataset this model can run

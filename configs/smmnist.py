@@ -56,6 +56,7 @@ def get_config(arg=None):
     config.training.sample_every = 4
     config.training.sample_batch_size = 2
     config.training.checkpoint_every = 2
+    config.training.eval_every = 0  # tests turn the learning signal on where they need it
   return config
 
 
@@ -78,5 +79,6 @@ def _quick(config):
   config.training.num_steps = 2500
   config.training.log_every = 50
   config.training.sample_every = 500
+  config.training.eval_every = 250  # the learning signal: ten readings over the run
   config.training.checkpoint_every = 250
   config.sampling.num_frames = 10

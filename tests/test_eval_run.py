@@ -135,7 +135,7 @@ def test_main_eval_mode_reports_bad_settings(tmp_path):
          f"--workdir={tmp_path}", "--mode=eval", "--config.eval.protocols=smmnist_pred_9to9"]
   done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   assert done.returncode != 0
-  assert "eval.protocols: unknown evaluation protocol 'smmnist_pred_9to9'" in done.stderr
+  assert "eval.protocols='smmnist_pred_9to9': unknown evaluation protocol 'smmnist_pred_9to9'" in done.stderr
 
 
 def test_markdown_report_lists_interpolation_and_generation():

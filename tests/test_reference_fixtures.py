@@ -141,5 +141,5 @@ def test_sampling_a_converted_checkpoint_uses_its_schedule(fixture_dir, tmp_path
   meta = json.loads((tmp_path / "work" / "samples_prediction.json").read_text())
   # range(0, 7, 3) = 3 steps over the checkpoint's 7 levels; the config's 1000 would give 2.
   assert meta["steps"] == 3
-  video = np.load(tmp_path / "work" / "samples_prediction.npy")
+  video = np.load(tmp_path / "work" / "samples_prediction.npz")["videos"]
   assert video.shape == (1, 2 + 3, 32, 32, 1)  # the checkpoint's network: 2 past frames, 32x32

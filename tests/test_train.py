@@ -78,10 +78,21 @@ def restore_final(workdir, config):
 
 
 def test_end_to_end_run_writes_checkpoints_samples_and_summaries(tmp_path):
-  config = make_test_config(**{"training.sample_every": 4})
+  config = make_test_config(**{"training.sample_every": 4, "training.eval_every": 4,
+                                 "training.signal_clips": 4})
   state = loop.train_and_evaluate(config, str(tmp_path), MCVD)
   assert int(state.step) == 4
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+  # The learning signal and the loss per noise-level bucket reached TensorBoard.
+  import tensorflow as tf
+  tags = set()
+  for path in (tmp_path / "tensorboard").iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      tags |= {value.tag for value in event.summary.value}
+  assert {"eval/x0_mae/copy_last", "eval/x0_mae/blank", "eval/past_gain/ema",
+          "eval/past_gain/raw", "loss/labels_000-249", "loss/prediction"} <= tags, sorted(tags)
+  assert {f"eval/x0_mae/{w}_{p}_past@{s}" for w in ("ema", "raw") for p in ("true", "shuffled")
+          for s in ("0.08", "0.28", "0.63")} <= tags, sorted(tags)
   for task in ("prediction", "generation"):  # past masked half the time: both are learned
     gif = Image.open(tmp_path / "samples" / f"step_00000004_{task}.gif")
     # real clips on top, samples below; prediction shows 2 given + 2 generated frames

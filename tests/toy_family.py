@@ -122,9 +122,9 @@ def build(config, checked) -> TrainingSetup:
     image = np.clip((fit + 1.5) / 3.0, 0.0, 1.0).reshape(1, 1, TEST_POINTS, 1)
     return [path], {"fit": image}
 
-  def evaluate(step, params, model_state, key):
+  def evaluate(step, state, key):
     del step, key
-    return {"test_mse": test_mse(params, model_state)}
+    return {"test_mse": test_mse(state.ema_params, state.model_state)}
 
   return TrainingSetup(
       description=f"toy regression, MLP with {hidden} hidden units",

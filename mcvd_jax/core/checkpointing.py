@@ -75,6 +75,17 @@ def check_same_parameters(saved: Any, expected: Any) -> None:
                    + "); use the model config the checkpoint was trained with")
 
 
+# The TrainState entries that hold a set of parameters (restore_ema's `part`): EMA and raw.
+PARAMETER_PARTS = ("ema_params", "params")
+
+
+def check_parameter_part(part: str) -> None:
+  """ValueError unless `part` names a set of parameters of the saved TrainState."""
+  if part not in PARAMETER_PARTS:
+    raise ValueError(f"part={part!r} is not a parameter entry of the saved TrainState; use one "
+                     f"of {PARAMETER_PARTS}")
+
+
 class Checkpointer:
   """A thin wrapper around `ocp.CheckpointManager` for TrainStates."""
 
@@ -109,21 +120,24 @@ class Checkpointer:
         meta=ocp.args.JsonRestore()))
     return state_from_dict(dict(restored["state"]), abstract_state), dict(restored["meta"])
 
-  def restore_ema(self, step: int, abstract_params: Any, abstract_model_state: Any = None) -> Any:
-    """Only the EMA parameters saved at `step`, laid out as `abstract_params` (a pytree of
-    ShapeDtypeStructs with shardings). A partial read: the raw parameters and the optimizer's
-    moments (two thirds of the bytes) stay on disk, and the optimizer's structure does not matter.
+  def restore_ema(self, step: int, abstract_params: Any, abstract_model_state: Any = None,
+                  part: str = "ema_params") -> Any:
+    """Only the EMA parameters saved at `step` (or the saved TrainState entry `part` names:
+    "params" reads the raw ones), laid out as `abstract_params` (a pytree of ShapeDtypeStructs
+    with shardings). A partial read: the other parameters and the optimizer's moments (two thirds
+    of the bytes) stay on disk, and the optimizer's structure does not matter.
     CheckpointMismatchError when the saved parameters are not the tree `abstract_params` describes.
     With `abstract_model_state` (a family's mutable state, e.g. batch statistics, non-empty)
-    returns (ema_params, model_state)."""
+    returns (parameters, model_state)."""
+    check_parameter_part(part)
     # A read-only manager of its own: partial reads need the PyTree handler for `state`, which
     # was written with the Standard one.
     reader = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(read_only=True),
         item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
     try:
-      check_same_parameters(reader.item_metadata(step)["state"]["ema_params"], abstract_params)
-      target = {"ema_params": abstract_like(abstract_params)}
+      check_same_parameters(reader.item_metadata(step)["state"][part], abstract_params)
+      target = {part: abstract_like(abstract_params)}
       stateful = abstract_model_state is not None and has_leaves(abstract_model_state)
       if stateful:
         target["model_state"] = abstract_like(abstract_model_state)
@@ -133,9 +147,9 @@ class Checkpointer:
     finally:
       reader.close()
     if abstract_model_state is None:
-      return restored["state"]["ema_params"]
+      return restored["state"][part]
     state = restored["state"]["model_state"] if stateful else abstract_model_state
-    return restored["state"]["ema_params"], state
+    return restored["state"][part], state
 
   def restore_newest(self, abstract_state: TrainState,
                      move_unreadable: bool = True) -> tuple[TrainState, dict] | None:
@@ -201,13 +215,15 @@ def find_checkpoint_dir(path: str) -> tuple[str, int | None]:
 
 
 def load_ema_params(path: str, init_params: Callable[[jax.Array], Any],
-                    init_model_state: Callable[[jax.Array], Any] | None = None
-                    ) -> tuple[Any, int] | None:
+                    init_model_state: Callable[[jax.Array], Any] | None = None,
+                    part: str = "ema_params") -> tuple[Any, int] | None:
   """The EMA parameters (and their step) of the newest readable training checkpoint under `path`
   (see find_checkpoint_dir), or None when there is no checkpoint. init_params(key): the family's
   initialiser of the model the checkpoint was trained with (only its shapes are used). Reads only
-  the EMA parameters (Checkpointer.restore_ema). With `init_model_state` (a family with mutable
-  state) the first element is (ema_params, model_state)."""
+  the EMA parameters (Checkpointer.restore_ema), or the saved entry `part` names ("params": the
+  raw ones). With `init_model_state` (a family with mutable state) the first element is
+  (parameters, model_state)."""
+  check_parameter_part(part)  # before newest_readable, which would take it for a damaged file
   workdir, step = find_checkpoint_dir(path)
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
@@ -223,8 +239,9 @@ def load_ema_params(path: str, init_params: Callable[[jax.Array], Any],
   checkpointer = Checkpointer(workdir)
   try:
     if step is not None:
-      return checkpointer.restore_ema(step, params, model_state), step
+      return checkpointer.restore_ema(step, params, model_state, part), step
     return checkpointer.newest_readable(
-        lambda s: (checkpointer.restore_ema(s, params, model_state), s), move_unreadable=False)
+        lambda s: (checkpointer.restore_ema(s, params, model_state, part), s),
+        move_unreadable=False)
   finally:
     checkpointer.close()

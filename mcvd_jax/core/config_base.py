@@ -11,12 +11,14 @@ from typing import Any
 import ml_collections
 
 NONFINITE_POLICIES = ("stop", "skip")
+SAMPLING_WEIGHTS = ("ema", "raw")  # sampling.weights: which parameters of a checkpoint to use
 
 TRAINING_DEFAULTS = {
     "batch_size": 64,          # global batch over all devices and hosts
     "num_steps": 100_000,
     "steps_per_dispatch": 1,   # >1: several steps in one jitted scan (fewer host round trips)
     "ema_rate": 0.999,
+    "ema_warmup": False,       # True: update n's EMA rate is min(ema_rate, (1 + n) / (10 + n))
     "log_every": 100,          # steps between logs of the loss and the family's metrics
     "sample_every": 10_000,    # steps between the family's media of the EMA weights (0: never)
     "sample_batch_size": 4,    # items in those media

@@ -83,7 +83,7 @@ def config_fingerprint(config: Any, source: str, sections: Mapping[str, tuple[st
   job does not use) and any other `fields` (a section given there replaces the config's)."""
   out = {"checkpoint": source, "seed": config.seed}
   for name, dropped in sections.items():
-    section = fields.pop(name, None) or config[name]
+    section = fields.pop(name) if name in fields else config[name]
     out[name] = {k: v for k, v in section.to_dict().items() if k not in dropped}
   return {**out, **fields}
 

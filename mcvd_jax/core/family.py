@@ -29,9 +29,10 @@ Conventions the loop relies on:
     into the replicated layout). `data_init(params, model_state, batch, key) -> (params,
     model_state)`, when given, refines a fresh initialisation from global training batch 0
     (data-dependent init such as ActNorm); it may change values, not shapes.
-  - `evaluate(step, ema_params, model_state, key) -> {name: float}`: scalar validation metrics
-    (held-out loss, bits/dim, MPJPE ...) every `training.eval_every` steps and at the end, logged
-    and written to TensorBoard as `eval/<name>`.
+  - `evaluate(step, state, key) -> {name: float}`: scalar validation metrics (held-out loss,
+    bits/dim, MPJPE, a learning signal of the raw and the EMA weights ...) of the TrainState
+    (core.train_step: params, ema_params, model_state ...) every `training.eval_every` steps and
+    at the end, logged and written to TensorBoard as `eval/<name>`.
   - The optimizer comes from the config's `optim` section (core.optim) unless the family gives
     its own `optimizer` (an optax transformation) and the `learning_rate` schedule to log.
 """
@@ -48,8 +49,8 @@ import optax
 # (step, ema_params, model_state, workdir, key) -> (paths written, TensorBoard images name ->
 # [N, H, W, C])
 MediaFn = Callable[[int, Any, Any, str, jax.Array], tuple[list[str], Mapping[str, np.ndarray]]]
-# (step, ema_params, model_state, key) -> validation scalars
-EvaluateFn = Callable[[int, Any, Any, jax.Array], Mapping[str, float]]
+# (step, train state, key) -> validation scalars
+EvaluateFn = Callable[[int, Any, jax.Array], Mapping[str, float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,7 @@ class TrainingSetup:
   train_batch: Callable[[int, int, int, int, int], Any]
   meta: Mapping[str, Any]  # JSON-able, saved with every checkpoint (data seed, model config, ...)
   write_media: MediaFn | None = None  # every training.sample_every steps, on the EMA parameters
-  evaluate: EvaluateFn | None = None  # every training.eval_every steps, on the EMA parameters
+  evaluate: EvaluateFn | None = None  # every training.eval_every steps, on the train state
   init_model_state: Callable[[jax.Array], Any] | None = None  # mutable state; changes loss_fn
   data_init: Callable[[Any, Any, Any, jax.Array], tuple[Any, Any]] | None = None
   optimizer: optax.GradientTransformation | None = None  # default: from the config's optim

@@ -30,7 +30,7 @@ from mcvd_jax.core.train_step import (TrainState, abstract_train_state, init_tra
                                       make_train_step)
 from mcvd_jax.errors import ProjectError
 
-_LOOP_METRICS = ("loss", "grad_norm", "lr", "finite", "large_grad")
+_LOOP_METRICS = ("loss", "grad_norm", "lr", "ema_rate", "finite", "large_grad")
 
 
 class WorkdirError(RuntimeError, ProjectError):
@@ -61,15 +61,18 @@ def make_writer(workdir: str):
 
 
 def summarize_window(metrics: list[dict]) -> dict[str, float]:
-  """Means over the dispatches since the last log: loss, grad_norm, the last lr, skipped updates
-  (not finite; over optim.skip_grad_norm), each `<name>_sum/<group>` over the summed `count/<group>` as `<name>/<group>` (absent when the
-  count is 0), and every other family metric over the finite updates."""
+  """Means over the dispatches since the last log: loss, grad_norm, the last lr and ema_rate,
+  skipped updates (not finite; over optim.skip_grad_norm), each `<name>_sum/<group>` over the
+  summed `count/<group>` as `<name>/<group>` (absent when the count is 0), and every other family
+  metric over the finite updates."""
   fetched = jax.device_get(metrics)
   merged = {k: np.concatenate([np.atleast_1d(m[k]) for m in fetched]) for k in fetched[0]}
   finite = merged["finite"] > 0
   out = {"lr": float(merged["lr"][-1]), "skipped_updates": float(np.sum(~finite))}
   if "large_grad" in merged:
     out["skipped_large_grad"] = float(np.sum(merged["large_grad"]))
+  if "ema_rate" in merged:  # the last update's, as lr (absent from hand-built metrics)
+    out["ema_rate"] = float(merged["ema_rate"][-1])
   if finite.any():
     out["loss"] = float(np.mean(merged["loss"][finite]))
     out["grad_norm"] = float(np.mean(merged["grad_norm"][finite]))
@@ -122,7 +125,8 @@ class Trainer:
                                   learning_rate=schedule,
                                   skip_grad_norm=float(optim_field(config.optim,
                                                                    "skip_grad_norm")),
-                                  stateful=self.setup.stateful)
+                                  stateful=self.setup.stateful,
+                                  ema_warmup=bool(config.training.get("ema_warmup", False)))
     self.train_steps = jit(train_steps, in_shardings=(self.replicated, self.batch_sharding),
                            out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 
@@ -172,9 +176,9 @@ class Trainer:
     return list(paths)
 
   def evaluate(self, step: int, state: TrainState, writer) -> dict[str, float]:
-    """The family's validation scalars of the EMA parameters at `step`, as `eval/<name>`."""
+    """The family's validation scalars of the train state at `step`, as `eval/<name>`."""
     key = jax.random.fold_in(jax.random.fold_in(self.sample_key, step), 1)
-    scores = self.setup.evaluate(step, state.ema_params, state.model_state, key)
+    scores = self.setup.evaluate(step, state, key)
     scalars = {f"eval/{name}": float(value) for name, value in scores.items()}
     writer.write_scalars(step, scalars)
     return scalars

@@ -80,22 +80,46 @@ def with_model_state(loss_fn: Callable) -> Callable:
   return stateful
 
 
+def ema_rate_of(step: jax.Array, ema_rate: float, warmup: bool) -> float | jax.Array:
+  """The EMA rate of the update that starts at `step` (updates done before it): `ema_rate`, or
+  with `warmup` min(ema_rate, (1 + step) / (10 + step)), so that the EMA of a short run forgets the
+  initialisation. Without warm-up the Python float itself, so the update keeps its exact form."""
+  if not warmup:
+    return ema_rate
+  n = step.astype(jnp.float32)
+  return jnp.minimum(jnp.float32(ema_rate), (1.0 + n) / (10.0 + n))
+
+
+def update_ema(ema_params: Any, params: Any, rate: float | jax.Array) -> Any:
+  """rate * ema + (1 - rate) * params, leaf by leaf, in each leaf's dtype."""
+  if not isinstance(rate, jax.Array):  # a Python constant: the historical expression, bit for bit
+    return jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema_params, params)
+
+  def blend(e, p):
+    # A float32 rate would promote low-precision leaves (bfloat16) and change the EMA's dtype.
+    return rate.astype(e.dtype) * e + (1.0 - rate).astype(e.dtype) * p
+
+  return jax.tree.map(blend, ema_params, params)
+
+
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_rate: float,
                     train_key: jax.Array, nonfinite_loss: str = "stop",
                     learning_rate: optax.Schedule | None = None, skip_grad_norm: float = 0.0,
-                    stateful: bool = False):
+                    stateful: bool = False, ema_warmup: bool = False):
   """Builds `train_steps(state, batches) -> (state, metrics)`.
 
   loss_fn(params, batch, key) -> (loss, metrics dict of float32 scalars): the family's; with
   `stateful`, loss_fn(params, model_state, batch, key) -> (loss, (metrics, new model_state)).
   batches: a pytree whose leaves are [K, B, ...]: K consecutive global batches, run as K updates
-  in one scan. metrics: name -> [K] float32: loss, grad_norm, lr, finite and large_grad (1.0 or
-  0.0) and the family's metrics. The key of update k is fold_in(train_key, k): a resumed run
-  draws exactly the same keys. With nonfinite_loss='skip' an update whose loss or gradient is not
-  finite is dropped (the step still advances); with 'stop' it is applied and the caller must stop
-  without saving. skip_grad_norm > 0 drops every finite update whose gradient norm (before
-  clipping) exceeds it, counted by large_grad. learning_rate: the optimizer's schedule, only to
-  log the rate of each update.
+  in one scan. metrics: name -> [K] float32: loss, grad_norm, lr, ema_rate, finite and
+  large_grad (1.0 or 0.0) and the family's metrics. The key of update k is fold_in(train_key, k):
+  a resumed run draws exactly the same keys. With nonfinite_loss='skip' an update whose loss or
+  gradient is not finite is dropped (the step still advances); with 'stop' it is applied and the
+  caller must stop without saving. skip_grad_norm > 0 drops every finite update whose gradient
+  norm (before clipping) exceeds it, counted by large_grad. learning_rate: the optimizer's
+  schedule, only to log the rate of each update. ema_warmup: the EMA rate of update n (0-based)
+  is min(ema_rate, (1 + n) / (10 + n)) instead of ema_rate (see ema_rate_of); the metric
+  ema_rate is the rate each update used.
   """
   if nonfinite_loss not in NONFINITE_POLICIES:
     raise ValueError(f"training.nonfinite_loss={nonfinite_loss!r} is unknown; use one of "
@@ -110,7 +134,8 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
     grad_norm = global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
+    rate = ema_rate_of(state.step, ema_rate, ema_warmup)
+    ema = update_ema(state.ema_params, params, rate)
     new = TrainState(state.step + 1, params, opt_state, ema, model_state)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     large = finite & (grad_norm > skip_grad_norm) if skip_grad_norm > 0 else jnp.zeros((), bool)
@@ -120,7 +145,8 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
       new = jax.tree.map(lambda n, o: jnp.where(keep, o, n), new, kept)
     metrics = {**family_metrics, "loss": loss, "grad_norm": grad_norm,
                "lr": jnp.asarray(learning_rate(state.step), jnp.float32),
-               "finite": finite.astype(jnp.float32), "large_grad": large.astype(jnp.float32)}
+               "finite": finite.astype(jnp.float32), "large_grad": large.astype(jnp.float32),
+               "ema_rate": jnp.asarray(rate, jnp.float32)}
     return new, metrics
 
   def train_steps(state: TrainState, batches: Any):

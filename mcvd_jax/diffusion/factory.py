@@ -12,36 +12,59 @@ import jax
 from mcvd_jax.diffusion.noise import NoiseModel, check_target, make_noise_model
 from mcvd_jax.diffusion.samplers import Sampler, check_sampler_settings, make_sampler
 from mcvd_jax.diffusion.schedules import Schedule, make_schedule, smld_sigmas
+from mcvd_jax.diffusion.weighting import check_weighting_options
 
 DIFFUSION_KINDS = ("ddpm", "smld")
 
 
 class Diffusion(NamedTuple):
-  """kind 'ddpm' carries a schedule, kind 'smld' its sigmas; both a noise model and the target the
-  network regresses ("white" | "correlated", noise.TARGETS)."""
+  """kind 'ddpm' carries a schedule, kind 'smld' its sigmas; both a noise model, the target the
+  network regresses ("white" | "correlated", noise.TARGETS) and how the training loss draws labels
+  and weights samples (weighting.py; the defaults are the reference's uniform labels, unit
+  weights)."""
 
   kind: str
   noise_model: NoiseModel
   schedule: Schedule | None = None
   sigmas: jax.Array | None = None
   target: str = "white"
+  label_sampling: str = "uniform"
+  label_sampling_power: float = 1.0
+  loss_weighting: str = "none"
+  min_snr_gamma: float = 5.0
+  p2_gamma: float = 1.0
+
+
+# The loss options' config fields; sections written before they existed get these defaults.
+LOSS_OPTION_DEFAULTS = {name: Diffusion._field_defaults[name] for name in (
+    "label_sampling", "label_sampling_power", "loss_weighting", "min_snr_gamma", "p2_gamma")}
+
+
+def loss_options_from_config(section: Any) -> dict[str, Any]:
+  """The loss options of the `diffusion` section, checked (ValueError naming the field)."""
+  options = {name: section.get(name, default) for name, default in LOSS_OPTION_DEFAULTS.items()}
+  check_weighting_options(**options)
+  return options
 
 
 def diffusion_from_config(section: Any) -> Diffusion:
   """section: the config's `diffusion` (kind, schedule, num_steps, beta_start, beta_end, noise,
-  target, sigma_begin, sigma_end)."""
+  target, sigma_begin, sigma_end; optionally label_sampling, label_sampling_power, loss_weighting,
+  min_snr_gamma, p2_gamma)."""
   kind = section.kind
   if kind not in DIFFUSION_KINDS:
     raise ValueError(f"diffusion.kind={kind!r} is unknown; use one of {DIFFUSION_KINDS}")
   noise = make_noise_model(section.noise)
   target = section.target
   check_target(target)
+  options = loss_options_from_config(section)
   if kind == "ddpm":
     return Diffusion(kind, noise, target=target,
                      schedule=make_schedule(section.schedule, section.num_steps,
-                                            section.beta_start, section.beta_end))
+                                            section.beta_start, section.beta_end), **options)
   return Diffusion(kind, noise, target=target,
-                   sigmas=smld_sigmas(section.sigma_begin, section.sigma_end, section.num_steps))
+                   sigmas=smld_sigmas(section.sigma_begin, section.sigma_end, section.num_steps),
+                   **options)
 
 
 def check_sampling(diffusion: Diffusion, section: Any) -> None:

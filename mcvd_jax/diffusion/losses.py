@@ -20,7 +20,9 @@ stationary density as the plain update while drawing its noise from Σ.
 −Σ^{-1} z_θ / σ). With Σ = I both are the isotropic loss, bit for bit.
 
 Reduction as the MCVD reference: 0.5 * squared error (or |error| with l1) summed over every pixel,
-channel and frame of the current frames, then averaged over the batch.
+channel and frame of the current frames, then averaged over the batch. Optionally (weighting.py)
+labels favour the noisy end and each sample's error is weighted by its level's SNR before that
+average; the defaults are the reference's uniform labels and unit weights.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import jax.numpy as jnp
 
 from mcvd_jax.diffusion.noise import NoiseModel, check_target, isotropic
 from mcvd_jax.diffusion.schedules import Schedule
+from mcvd_jax.diffusion.weighting import (check_weighting_options, make_label_sampler,
+                                          make_loss_reduction)
 
 # denoise_fn(params, x, labels, cond, dropout_key, cond_mask=None) -> predicted noise, x's shape;
 # dropout_key None means evaluation mode (see models.make_denoise_fn).
@@ -39,7 +43,8 @@ DenoiseFn = Callable[..., jax.Array]
 
 
 class LossAux(NamedTuple):
-  """Per-sample values behind a loss: labels [B], loss_per_sample [B], the network input and output."""
+  """Per-sample values behind a loss: labels [B], loss_per_sample [B] (unweighted, whatever the
+  loss weighting, so per-task logs stay comparable), the network input and output."""
 
   labels: jax.Array
   loss_per_sample: jax.Array
@@ -67,31 +72,44 @@ def perturb_smld(x0: jax.Array, noise: jax.Array, labels: jax.Array, sigmas: jax
 
 def make_loss_fn(denoise_fn: DenoiseFn, *, schedule: Schedule | None = None,
                  sigmas: jax.Array | None = None, noise_model: NoiseModel | None = None,
-                 l1: bool = False, train: bool = True,
-                 target: str = "white") -> Callable[..., tuple[jax.Array, LossAux]]:
+                 l1: bool = False, train: bool = True, target: str = "white",
+                 label_sampling: str = "uniform", label_sampling_power: float = 1.0,
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0,
+                 p2_gamma: float = 1.0) -> Callable[..., tuple[jax.Array, LossAux]]:
   """Builds `loss_fn(params, x0, cond, key, labels=None, noise=None, cond_mask=None)
   -> (loss, LossAux)`.
 
   Give `schedule` for the DDPM epsilon loss or `sigmas` for the SMLD denoising score matching loss.
   x0: [B, H, W, T*C] clean current frames in [-1, 1]; cond: conditioning frames or None.
-  labels default to uniform draws over all levels, noise (the white ε, x0's shape) to a fresh
+  labels default to draws by `label_sampling`, noise (the white ε, x0's shape) to a fresh
   draw; passing them fixes the draws (used to reproduce the reference exactly). The input is
   perturbed with Σ^{1/2} ε; `target` ("white" | "correlated") is what the network regresses. `key` also feeds dropout when
   `train`; with train=False the network runs in evaluation mode. cond_mask [B] in {0, 1} marks
   samples whose past frames are present (only read by models with cond_emb).
+
+  label_sampling ("uniform" | "high_noise", exponent label_sampling_power) picks how labels are
+  drawn when not given; loss_weighting ("none" | "min_snr" with min_snr_gamma | "p2" with p2_gamma)
+  weights each sample's error by its level's SNR, ᾱ / (1 − ᾱ) for DDPM and 1 / σ² for SMLD
+  (weighting.py has the formulas). The returned loss is the weighted batch mean (exactly
+  jnp.mean(loss_per_sample) with "none"); LossAux.loss_per_sample stays unweighted.
   """
   if (schedule is None) == (sigmas is None):
     raise ValueError("make_loss_fn needs exactly one of schedule (DDPM) or sigmas (SMLD)")
   noise_model = noise_model or isotropic()
   check_target(target)
   num_levels = schedule.num_steps if schedule is not None else int(sigmas.shape[0])
+  check_weighting_options(label_sampling, label_sampling_power, loss_weighting, min_snr_gamma,
+                          p2_gamma)
+  draw_labels = make_label_sampler(label_sampling, label_sampling_power, num_levels, schedule,
+                                   sigmas)
+  reduce_loss = make_loss_reduction(loss_weighting, min_snr_gamma, p2_gamma, schedule, sigmas)
 
   def loss_fn(params: Any, x0: jax.Array, cond: jax.Array | None, key: jax.Array,
               labels: jax.Array | None = None, noise: jax.Array | None = None,
               cond_mask: jax.Array | None = None):
     label_key, noise_key, dropout_key = jax.random.split(key, 3)
     if labels is None:
-      labels = jax.random.randint(label_key, (x0.shape[0],), 0, num_levels)
+      labels = draw_labels(label_key, x0.shape[0])
     if noise is None:
       white, correlated = noise_model.sample_pair(noise_key, x0.shape, x0.dtype)
     else:
@@ -103,6 +121,6 @@ def make_loss_fn(denoise_fn: DenoiseFn, *, schedule: Schedule | None = None,
     prediction = denoise_fn(params, perturbed, labels, cond, dropout_key if train else None,
                             cond_mask=cond_mask)
     per_sample = per_sample_error(white if target == "white" else correlated, prediction, l1)
-    return jnp.mean(per_sample), LossAux(labels, per_sample, perturbed, prediction)
+    return reduce_loss(per_sample, labels), LossAux(labels, per_sample, perturbed, prediction)
 
   return loss_fn

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from mcvd_jax.core.config_base import SAMPLING_WEIGHTS
 from mcvd_jax.core.config_checks import ConfigError, require
 from mcvd_jax.diffusion.factory import Diffusion, check_sampling, diffusion_from_config
 from mcvd_jax.models import UNetConfig
@@ -87,6 +88,9 @@ def validate_family(config: Any, device_count: int = 1, process_count: int = 1) 
   s = config.sampling
   require(s.num_images >= 1, f"sampling.num_images={s.num_images} must be >= 1")
   require(s.batch_size >= 1, f"sampling.batch_size={s.batch_size} must be >= 1")
+  weights = s.get("weights", "ema")  # configs from before the field: the EMA parameters
+  require(weights in SAMPLING_WEIGHTS,
+          f"sampling.weights={weights!r} is unknown; use one of {SAMPLING_WEIGHTS}")
   try:
     diffusion = diffusion_from_config(config.diffusion)
     check_sampling(diffusion, s)

@@ -70,9 +70,11 @@ def draw_images(sample_fn: Callable, params: Any, key: jax.Array, first: int, co
 
 def load_params(config: Any, checked: Checked, workdir: str,
                 checkpoint: str | None) -> tuple[UNetConfig, Any, str]:
-  """(UNetConfig, EMA parameters, where they came from): core.weights.load_weights."""
+  """(UNetConfig, the parameters `sampling.weights` names (EMA or raw), where they came from):
+  core.weights.load_weights."""
   cfg = checked.model
-  weights = load_weights(workdir, checkpoint, lambda key: init_params(cfg, key), config.seed)
+  weights = load_weights(workdir, checkpoint, lambda key: init_params(cfg, key), config.seed,
+                         weights=config.sampling.get("weights", "ema"))
   return cfg, weights.params, weights.source
 
 

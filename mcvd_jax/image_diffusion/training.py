@@ -53,7 +53,12 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
   dataset = make_image_dataset(config.data, cfg.image_size, cfg.channels)
   diffusion_loss = make_loss_fn(make_denoise_fn(cfg), schedule=diffusion.schedule,
                                 sigmas=diffusion.sigmas, noise_model=diffusion.noise_model,
-                                l1=config.diffusion.l1, target=diffusion.target)
+                                l1=config.diffusion.l1, target=diffusion.target,
+                                label_sampling=diffusion.label_sampling,
+                                label_sampling_power=diffusion.label_sampling_power,
+                                loss_weighting=diffusion.loss_weighting,
+                                min_snr_gamma=diffusion.min_snr_gamma,
+                                p2_gamma=diffusion.p2_gamma)
   meta = {"data_seed": int(config.seed), "dataset": config.data.dataset,
           "model": json.loads(json.dumps(config.model.to_dict(), default=list)),
           "diffusion": json.loads(json.dumps(config.diffusion.to_dict(), default=list))}

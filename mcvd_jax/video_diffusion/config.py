@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+from mcvd_jax.core.config_base import SAMPLING_WEIGHTS
 from mcvd_jax.core.config_checks import ConfigError, require, validate_training
 from mcvd_jax.diffusion.factory import Diffusion, check_sampling, diffusion_from_config
 from mcvd_jax.models import UNetConfig
@@ -67,6 +68,13 @@ def validate_masking(config: Any) -> Masking:
   return masking_from_config(config)
 
 
+def validate_signal(config: Any) -> None:
+  """The learning signal's clips (signal.py), read every training.eval_every steps."""
+  clips = config.training.get("signal_clips", 16)
+  require(clips >= 2, f"training.signal_clips={clips} must be >= 2 (the learning signal "
+                      f"shuffles the past frames across the clips)")
+
+
 def validate_diffusion(config: Any) -> Diffusion:
   try:
     return diffusion_from_config(config.diffusion)
@@ -74,11 +82,20 @@ def validate_diffusion(config: Any) -> Diffusion:
     raise ConfigError(f"diffusion: {e}") from e
 
 
+def require_weights(sampling: Any) -> None:
+  """`sampling.weights` names a set of a training checkpoint's parameters (configs from before
+  the field have none: the EMA ones)."""
+  weights = sampling.get("weights", "ema")
+  require(weights in SAMPLING_WEIGHTS,
+          f"sampling.weights={weights!r} is unknown; use one of {SAMPLING_WEIGHTS}")
+
+
 def validate_sampling(config: Any, cfg: UNetConfig, diffusion: Diffusion) -> None:
   s = config.sampling
   require(s.task in TASKS, f"sampling.task={s.task!r} is unknown; use one of {TASKS}")
   require(s.num_frames >= 1, f"sampling.num_frames={s.num_frames} must be >= 1")
   require(s.batch_size >= 1, f"sampling.batch_size={s.batch_size} must be >= 1")
+  require_weights(s)
   if s.task in ("interpolation", "past_reconstruction"):
     require(cfg.num_frames_future > 0,
             f"sampling.task={s.task!r} needs future frames but model.num_frames_future=0")
@@ -133,6 +150,7 @@ def validate_family(config: Any, device_count: int = 1, process_count: int = 1) 
   del device_count, process_count  # the batch's split is the shared training section's
   cfg = validate_model(config)
   masking = validate_masking(config)
+  validate_signal(config)
   diffusion = validate_diffusion(config)
   validate_sampling(config, cfg, diffusion)
   validate_dataset(config)

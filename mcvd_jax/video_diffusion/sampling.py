@@ -58,8 +58,8 @@ def test_clips(config: Any, cfg: UNetConfig, num_frames: int, batch: int, key: j
 def load_for_sampling(config: Any, checked: Checked, workdir: str, checkpoint: str | None):
   """(UNetConfig, params, diffusion section, description) from, in order: a converted reference
   checkpoint (a directory with model_config.json), a training checkpoint (--checkpoint naming a
-  workdir, its checkpoints/ directory or one checkpoints/<step>; else the workdir's newest; EMA
-  parameters), or random weights (core.weights)."""
+  workdir, its checkpoints/ directory or one checkpoints/<step>; else the workdir's newest; the
+  EMA or raw parameters, as `sampling.weights` says), or random weights (core.weights)."""
   if checkpoint and os.path.exists(os.path.join(checkpoint, "model_config.json")):
     from mcvd_jax.convert.export import diffusion_overrides, load_converted
     cfg, params, schedule_fields = load_converted(checkpoint)
@@ -68,7 +68,8 @@ def load_for_sampling(config: Any, checked: Checked, workdir: str, checkpoint: s
     return cfg, params, section, f"converted checkpoint {checkpoint}"
   cfg = checked.model
   weights = load_weights(workdir, checkpoint, lambda key: init_params(cfg, key), config.seed,
-                         what="converted checkpoint (model_config.json) nor training checkpoints")
+                         what="converted checkpoint (model_config.json) nor training checkpoints",
+                         weights=config.sampling.get("weights", "ema"))
   return cfg, weights.params, config.diffusion, weights.source
 
 

@@ -27,15 +27,18 @@ from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
 from mcvd_jax.video.masking import make_training_batch
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.config import Checked
+from mcvd_jax.video_diffusion.signal import loss_by_level, make_learning_signal
 from mcvd_jax.video_diffusion.tasks import Masking, clip_frames_for_task, task_inputs, task_masks
 
-def make_masked_loss(diffusion_loss: Callable, masking: Masking) -> Callable:
+def make_masked_loss(diffusion_loss: Callable, masking: Masking,
+                     num_levels: int | None = None) -> Callable:
   """loss_fn(params, video, key) -> (loss, metrics) for the core's update.
 
   diffusion_loss: diffusion.losses.make_loss_fn's function (params, x0, cond, key, cond_mask=...)
   -> (loss, LossAux). video: uint8 [B, Nc+T+Nf, H, W, C]. The key is split into the masking key
   and the loss key (noise levels, noise, dropout). metrics: `loss_sum/<task>` and `count/<task>`
-  over the batch's samples of each task.
+  over the batch's samples of each task; with `num_levels`, the same per bucket of noise labels
+  (signal.loss_by_level).
   """
 
   def loss_fn(params: Any, video: jax.Array, key: jax.Array):
@@ -52,6 +55,8 @@ def make_masked_loss(diffusion_loss: Callable, masking: Masking) -> Callable:
     for name, selected in task_masks(batch.past_present, batch.future_present, masking).items():
       metrics[f"loss_sum/{name}"] = jnp.sum(jnp.where(selected, aux.loss_per_sample, 0.0))
       metrics[f"count/{name}"] = jnp.sum(selected.astype(jnp.float32))
+    if num_levels:
+      metrics.update(loss_by_level(aux.labels, aux.loss_per_sample, num_levels))
     return loss, metrics
 
   return loss_fn
@@ -94,7 +99,11 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
   denoise = make_denoise_fn(cfg)
   diffusion_loss = make_loss_fn(denoise, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
                                 noise_model=diffusion.noise_model, l1=config.diffusion.l1,
-                                target=diffusion.target)
+                                target=diffusion.target, label_sampling=diffusion.label_sampling,
+                                label_sampling_power=diffusion.label_sampling_power,
+                                loss_weighting=diffusion.loss_weighting,
+                                min_snr_gamma=diffusion.min_snr_gamma,
+                                p2_gamma=diffusion.p2_gamma)
   sampler = sampler_from_config(denoise, diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))
@@ -105,8 +114,29 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
 
   meta = {"data_seed": int(config.seed), "dataset": config.data.dataset,
           "model": json.loads(json.dumps(config.model.to_dict(), default=list))}
+  num_levels = (diffusion.schedule.num_steps if diffusion.schedule is not None
+                else int(diffusion.sigmas.shape[0]))
   return TrainingSetup(
       description=f"dataset: {dataset.description}; tasks learned: {', '.join(tasks)}",
       init_params=lambda key: init_params(cfg, key),
-      loss_fn=make_masked_loss(diffusion_loss, masking), train_batch=train_batch, meta=meta,
-      write_media=make_media_writer(config, cfg, dataset, tasks, rollout))
+      loss_fn=make_masked_loss(diffusion_loss, masking, num_levels), train_batch=train_batch,
+      meta=meta, write_media=make_media_writer(config, cfg, dataset, tasks, rollout),
+      evaluate=make_signal_evaluation(config, denoise, diffusion, masking, dataset))
+
+
+def make_signal_evaluation(config: Any, denoise: Callable, diffusion: Any, masking: Masking,
+                           dataset: Any) -> Callable | None:
+  """The core's periodic evaluation for MCVD: the learning signal (signal.py) of the EMA and the
+  raw weights on `training.signal_clips` fixed test clips; None when `training.eval_every` is 0."""
+  t = config.training
+  if not t.get("eval_every", 0):
+    return None
+  clips = dataset.test_videos(masking.clip_frames, int(t.get("signal_clips", 16)))
+  signal = make_learning_signal(denoise, diffusion, masking, clips, seed=int(config.seed))
+
+  def evaluate(step: int, state: Any, key: jax.Array) -> dict[str, float]:
+    del step, key  # fixed clips and noise: a pure function of the weights
+    values = jax.device_get(signal({"ema": state.ema_params, "raw": state.params}))
+    return {name: float(value) for name, value in values.items()}
+
+  return evaluate
