@@ -1,6 +1,6 @@
-"""`train_and_evaluate(config, workdir)`: the CLU training loop of every family. No maths here:
-the update is `core.train_step.make_train_step` around the family's loss, the data and media are
-the family's (`core.family.TrainingSetup`), checkpoints `core.checkpointing.Checkpointer`. The
+"""`train_and_evaluate(config, workdir, family)`: the CLU training loop of every family. No maths
+here: the update is `core.train_step.make_train_step` around the family's loss, the data and media
+are the family's (`core.family.TrainingSetup`), checkpoints `core.checkpointing.Checkpointer`. The
 caller hands over the Family to run (the loop looks nothing up by name).
 
 One mesh over every device (axis 'data'): the state is replicated, each global batch sharded on

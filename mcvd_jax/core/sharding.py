@@ -1,4 +1,4 @@
-"""The one mesh every part of the project uses, and the padding that gives sharded batches one shape.
+"""The one mesh every part of the project uses, and the padding that gives batches one shape.
 
 A 1-D mesh with axis 'data' over every device of every process (or a given list): the training
 loop shards its batches on it, the metric passes and the evaluation's sampling map over it
