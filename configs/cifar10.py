@@ -41,11 +41,5 @@ def get_config(arg=None):
     s.kind, s.subsample, s.step_lr, s.n_steps_each, s.denoise = "smld", 0, 6.2e-6, 5, True
     config.eval.step_counts = (232, 100, 50, 20, 10)
   if "tiny" in parts:
-    m.ngf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.n_head_channels = (
-        16, (1, 2), 1, (16,), 16)
-    m.dropout = 0.0
-    t.batch_size, t.num_steps, t.log_every, t.sample_every, t.checkpoint_every = 8, 4, 2, 4, 2
-    t.sample_batch_size = 4
-    config.sampling.subsample, config.sampling.num_images, config.sampling.batch_size = 10, 4, 4
-    config.eval.step_counts, config.eval.num_samples, config.eval.batch_size = (10, 5), 8, 4
+    image_default.make_tiny(config, ngf=16)
   return config

@@ -58,3 +58,16 @@ def get_config(arg=None):
   ev.pr_k = 3                   # precision / recall neighbourhood size (Kynkäänniemi et al. 2019)
   ev.save_samples = False       # also keep the generated images in WORKDIR/eval/<job>/batch_*.npz
   return config
+
+
+def make_tiny(config, ngf: int) -> None:
+  """The `:tiny` variant of an image config: a two-level network of width `ngf` (attention at
+  16x16, no dropout) and a few steps, samples and evaluation images, for smoke runs and tests."""
+  m, t = config.model, config.training
+  m.ngf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.n_head_channels = (
+      ngf, (1, 2), 1, (16,), ngf)
+  m.dropout = 0.0
+  t.batch_size, t.num_steps, t.log_every, t.sample_every, t.checkpoint_every = 8, 4, 2, 4, 2
+  t.sample_batch_size = 4
+  config.sampling.subsample, config.sampling.num_images, config.sampling.batch_size = 10, 4, 4
+  config.eval.step_counts, config.eval.num_samples, config.eval.batch_size = (10, 5), 8, 4

@@ -32,13 +32,7 @@ def get_config(arg=None):
   if "quick" in parts:
     _quick(config)
   if "tiny" in parts:
-    m.ngf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.n_head_channels = (
-        8, (1, 2), 1, (16,), 8)
-    m.dropout = 0.0
-    t.batch_size, t.num_steps, t.log_every, t.sample_every, t.checkpoint_every = 8, 4, 2, 4, 2
-    t.sample_batch_size = 4
-    config.sampling.subsample, config.sampling.num_images, config.sampling.batch_size = 10, 4, 4
-    config.eval.step_counts, config.eval.num_samples, config.eval.batch_size = (10, 5), 8, 4
+    image_default.make_tiny(config, ngf=8)
   return config
 
 

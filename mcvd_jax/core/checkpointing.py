@@ -36,7 +36,7 @@ def state_to_dict(state: TrainState) -> dict:
   """The saved form of a TrainState. An empty `model_state` (a family without mutable state) is
   left out: Orbax cannot restore an empty subtree, and the files stay those of the first format."""
   saved = dict(state._asdict())
-  if not jax.tree.leaves(saved["model_state"]):
+  if not has_leaves(saved["model_state"]):
     del saved["model_state"]
   return saved
 
@@ -47,6 +47,7 @@ def state_from_dict(saved: dict, abstract_state: TrainState) -> TrainState:
 
 
 def has_leaves(tree: Any) -> bool:
+  """Whether a pytree holds any array (an empty model state holds none)."""
   return bool(jax.tree.leaves(tree))
 
 
