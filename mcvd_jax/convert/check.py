@@ -129,7 +129,7 @@ def check_sampler(arrays, meta, denoise, params, schedule) -> list[Comparison]:
       raise ValueError("the file has no ddpm_noises, so its DDPM outputs cannot be replayed")
     sampler = make_sampler(denoise, kind=kind, schedule=schedule, subsample=subsample,
                            clip_before=clip_before, denoise=True, reference_denoise_label=True,
-                           return_trajectory=True)
+                           return_trajectory=True, update="reference")
     kind_noises = noises if kind == "ddpm" else None
     _, traj = jit(sampler.sample)(params, x_init, cond, None, kind_noises)
     num_loop = len(sampler.labels)

@@ -9,7 +9,9 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
+from mcvd_jax.diffusion.losses import make_loss_fn
 from mcvd_jax.diffusion.noise import NoiseModel, check_target, make_noise_model
+from mcvd_jax.diffusion.parametrisation import check_prediction
 from mcvd_jax.diffusion.samplers import Sampler, check_sampler_settings, make_sampler
 from mcvd_jax.diffusion.schedules import Schedule, make_schedule, smld_sigmas
 from mcvd_jax.diffusion.weighting import check_weighting_options
@@ -19,9 +21,9 @@ DIFFUSION_KINDS = ("ddpm", "smld")
 
 class Diffusion(NamedTuple):
   """kind 'ddpm' carries a schedule, kind 'smld' its sigmas; both a noise model, the target the
-  network regresses ("white" | "correlated", noise.TARGETS) and how the training loss draws labels
-  and weights samples (weighting.py; the defaults are the reference's uniform labels, unit
-  weights)."""
+  network regresses ("white" | "correlated", noise.TARGETS), what its output is ("eps" | "v" |
+  "x0", parametrisation.py) and how the training loss draws labels and weights samples
+  (weighting.py; the defaults are the reference's ε output, uniform labels, unit weights)."""
 
   kind: str
   noise_model: NoiseModel
@@ -33,24 +35,27 @@ class Diffusion(NamedTuple):
   loss_weighting: str = "none"
   min_snr_gamma: float = 5.0
   p2_gamma: float = 1.0
+  prediction: str = "eps"
 
 
 # The loss options' config fields; sections written before they existed get these defaults.
 LOSS_OPTION_DEFAULTS = {name: Diffusion._field_defaults[name] for name in (
-    "label_sampling", "label_sampling_power", "loss_weighting", "min_snr_gamma", "p2_gamma")}
+    "label_sampling", "label_sampling_power", "loss_weighting", "min_snr_gamma", "p2_gamma",
+    "prediction")}
 
 
 def loss_options_from_config(section: Any) -> dict[str, Any]:
   """The loss options of the `diffusion` section, checked (ValueError naming the field)."""
   options = {name: section.get(name, default) for name, default in LOSS_OPTION_DEFAULTS.items()}
-  check_weighting_options(**options)
+  check_weighting_options(**{k: v for k, v in options.items() if k != "prediction"})
+  check_prediction(options["prediction"], section.kind, section.target)
   return options
 
 
 def diffusion_from_config(section: Any) -> Diffusion:
   """section: the config's `diffusion` (kind, schedule, num_steps, beta_start, beta_end, noise,
   target, sigma_begin, sigma_end; optionally label_sampling, label_sampling_power, loss_weighting,
-  min_snr_gamma, p2_gamma)."""
+  min_snr_gamma, p2_gamma, prediction)."""
   kind = section.kind
   if kind not in DIFFUSION_KINDS:
     raise ValueError(f"diffusion.kind={kind!r} is unknown; use one of {DIFFUSION_KINDS}")
@@ -67,12 +72,25 @@ def diffusion_from_config(section: Any) -> Diffusion:
                    **options)
 
 
+def diffusion_loss_fn(denoise_fn: Callable, diffusion: Diffusion, l1: bool = False,
+                      train: bool = True) -> Callable:
+  """losses.make_loss_fn for `diffusion` with every loss option it carries."""
+  return make_loss_fn(denoise_fn, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
+                      noise_model=diffusion.noise_model, l1=l1, train=train,
+                      target=diffusion.target, label_sampling=diffusion.label_sampling,
+                      label_sampling_power=diffusion.label_sampling_power,
+                      loss_weighting=diffusion.loss_weighting,
+                      min_snr_gamma=diffusion.min_snr_gamma, p2_gamma=diffusion.p2_gamma,
+                      prediction=diffusion.prediction)
+
+
 def check_sampling(diffusion: Diffusion, section: Any) -> None:
   """ValueError naming the field when the `sampling` section cannot sample `diffusion`; builds
   nothing (the config checks call it once, before anything is compiled)."""
   kind = section.kind
   check_sampler_settings(kind, eta=section.eta, n_steps_each=section.n_steps_each,
-                         subsample=section.subsample or None, target=diffusion.target)
+                         subsample=section.subsample or None, target=diffusion.target,
+                         update=section.get("update", "robust"))
   if (kind == "smld") != (diffusion.kind == "smld"):
     raise ValueError(f"sampling.kind={kind!r} does not fit diffusion.kind={diffusion.kind!r}: "
                      f"use 'ddpm' or 'ddim' with ddpm, 'smld' with smld")
@@ -81,7 +99,7 @@ def check_sampling(diffusion: Diffusion, section: Any) -> None:
 def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any,
                         return_trajectory: bool = False) -> Sampler:
   """section: the config's `sampling` (kind, subsample, eta, clip_before, denoise,
-  reference_denoise_label, step_lr, n_steps_each)."""
+  reference_denoise_label, step_lr, n_steps_each; optionally update, default "robust")."""
   check_sampling(diffusion, section)
   kind = section.kind
   return make_sampler(denoise_fn, kind=kind, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
@@ -89,7 +107,8 @@ def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any
                       eta=section.eta, clip_before=section.clip_before, denoise=section.denoise,
                       reference_denoise_label=section.reference_denoise_label,
                       step_lr=section.step_lr, n_steps_each=section.n_steps_each,
-                      return_trajectory=return_trajectory, target=diffusion.target)
+                      return_trajectory=return_trajectory, target=diffusion.target,
+                      prediction=diffusion.prediction, update=section.get("update", "robust"))
 
 
 def initial_scale(diffusion: Diffusion) -> float:

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from mcvd_jax.diffusion.noise import NoiseModel, check_target, isotropic
+from mcvd_jax.diffusion.parametrisation import check_prediction, regression_target
 from mcvd_jax.diffusion.schedules import Schedule
 from mcvd_jax.diffusion.weighting import (check_weighting_options, make_label_sampler,
                                           make_loss_reduction)
@@ -75,7 +76,8 @@ def make_loss_fn(denoise_fn: DenoiseFn, *, schedule: Schedule | None = None,
                  l1: bool = False, train: bool = True, target: str = "white",
                  label_sampling: str = "uniform", label_sampling_power: float = 1.0,
                  loss_weighting: str = "none", min_snr_gamma: float = 5.0,
-                 p2_gamma: float = 1.0) -> Callable[..., tuple[jax.Array, LossAux]]:
+                 p2_gamma: float = 1.0,
+                 prediction: str = "eps") -> Callable[..., tuple[jax.Array, LossAux]]:
   """Builds `loss_fn(params, x0, cond, key, labels=None, noise=None, cond_mask=None)
   -> (loss, LossAux)`.
 
@@ -92,17 +94,22 @@ def make_loss_fn(denoise_fn: DenoiseFn, *, schedule: Schedule | None = None,
   weights each sample's error by its level's SNR, ᾱ / (1 − ᾱ) for DDPM and 1 / σ² for SMLD
   (weighting.py has the formulas). The returned loss is the weighted batch mean (exactly
   jnp.mean(loss_per_sample) with "none"); LossAux.loss_per_sample stays unweighted.
+
+  prediction ("eps" | "v" | "x0", DDPM only; parametrisation.py): what the network's output
+  regresses. "eps" is the noise named by `target`, the reference's loss bit for bit.
   """
   if (schedule is None) == (sigmas is None):
     raise ValueError("make_loss_fn needs exactly one of schedule (DDPM) or sigmas (SMLD)")
   noise_model = noise_model or isotropic()
   check_target(target)
+  check_prediction(prediction, "ddpm" if schedule is not None else "smld", target)
   num_levels = schedule.num_steps if schedule is not None else int(sigmas.shape[0])
   check_weighting_options(label_sampling, label_sampling_power, loss_weighting, min_snr_gamma,
                           p2_gamma)
   draw_labels = make_label_sampler(label_sampling, label_sampling_power, num_levels, schedule,
                                    sigmas)
-  reduce_loss = make_loss_reduction(loss_weighting, min_snr_gamma, p2_gamma, schedule, sigmas)
+  reduce_loss = make_loss_reduction(loss_weighting, min_snr_gamma, p2_gamma, schedule, sigmas,
+                                    prediction)
 
   def loss_fn(params: Any, x0: jax.Array, cond: jax.Array | None, key: jax.Array,
               labels: jax.Array | None = None, noise: jax.Array | None = None,
@@ -118,9 +125,13 @@ def make_loss_fn(denoise_fn: DenoiseFn, *, schedule: Schedule | None = None,
       perturbed = perturb_ddpm(x0, correlated, labels, schedule)
     else:
       perturbed = perturb_smld(x0, correlated, labels, sigmas)
-    prediction = denoise_fn(params, perturbed, labels, cond, dropout_key if train else None,
-                            cond_mask=cond_mask)
-    per_sample = per_sample_error(white if target == "white" else correlated, prediction, l1)
-    return reduce_loss(per_sample, labels), LossAux(labels, per_sample, perturbed, prediction)
+    output = denoise_fn(params, perturbed, labels, cond, dropout_key if train else None,
+                        cond_mask=cond_mask)
+    if prediction == "eps":
+      wanted = white if target == "white" else correlated
+    else:
+      wanted = regression_target(prediction, x0, correlated, schedule.alphas[labels])
+    per_sample = per_sample_error(wanted, output, l1)
+    return reduce_loss(per_sample, labels), LossAux(labels, per_sample, perturbed, output)
 
   return loss_fn

@@ -9,6 +9,20 @@ range(0, N, N // S), noisiest first). Noise is drawn with `jax.random.fold_in(ke
 from an explicit `noises` array to replay the reference's draws. With a non-isotropic noise model,
 fresh noise is Sigma^{1/2} eps and the network's output is the (correlated) noise estimate, so the
 DDPM/DDIM updates are unchanged and the Langevin step is preconditioned by Sigma.
+
+DDPM/DDIM read the network through its clean estimate x̂0 and noise estimate ẑ
+(parametrisation.py: ε, v or x0 outputs). `update` picks how a clipped x̂0 enters the step:
+  "robust"     (default) ẑ is re-derived from the clipped x̂0, ẑ = (x_t − √ᾱ x̂0) / √(1 − ᾱ), so the
+               DDIM step moves along the trajectory of the x̂0 it uses (as dynamic-thresholding
+               samplers do), and the final denoising step returns the clipped x̂0 itself.
+  "reference"  the reference's: DDIM combines the clipped x̂0 with the network's raw ẑ, and the final
+               step returns x − √(1 − ᾱ) ẑ. Keep it to reproduce a converted checkpoint's samples.
+With an ε network at the noisiest labels (ᾱ → 0) the raw ẑ carries the network's error at full
+weight into the next state while x̂0 is clipped garbage; the robust step keeps the state and adds the
+clipped x̂0 with weight √ᾱ_prev − √ᾱ √((1 − ᾱ_prev)/(1 − ᾱ)) only. Both agree wherever nothing is
+clipped. DDPM's posterior mean already combines x̂0 with x_t (consistent either way), and the
+update leaves SMLD (which has no x̂0) unchanged. The loop visits the noisiest label first, i.e. the
+"trailing" spacing of Lin et al. (2024): it never starts below the schedule's terminal level.
 """
 
 from __future__ import annotations
@@ -20,9 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mcvd_jax.diffusion.noise import NoiseModel, check_target, correlated_estimate, isotropic
+from mcvd_jax.diffusion.parametrisation import check_prediction, clean_and_noise
 from mcvd_jax.diffusion.schedules import Schedule, subsampled_steps
 
 KINDS = ("ddpm", "ddim", "smld")
+UPDATES = ("robust", "reference")
 
 
 class Sampler(NamedTuple):
@@ -53,7 +69,8 @@ def _scan_loop(update, finish, x_init, num_steps, return_trajectory):
 
 
 def check_sampler_settings(kind: str, *, eta: float = 0.0, n_steps_each: int = 1,
-                           subsample: int | None = None, target: str = "white") -> None:
+                           subsample: int | None = None, target: str = "white",
+                           update: str = "robust") -> None:
   """ValueError naming the `sampling` field for settings no sampler accepts (what make_sampler
   checks before it builds anything)."""
   if kind not in KINDS:
@@ -65,6 +82,9 @@ def check_sampler_settings(kind: str, *, eta: float = 0.0, n_steps_each: int = 1
   if subsample is not None and subsample < 1:
     raise ValueError(f"sampling.subsample must be >= 1, got {subsample}")
   check_target(target)
+  if update not in UPDATES:
+    raise ValueError(f"sampling.update={update!r} is unknown; use 'robust' (the default) or "
+                     f"'reference' (the reference code's DDIM step, for converted checkpoints)")
 
 
 def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
@@ -73,7 +93,8 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
                  eta: float = 0.0, clip_before: bool = True, denoise: bool = True,
                  reference_denoise_label: bool = False, step_lr: float = 8e-6,
                  n_steps_each: int = 1, return_trajectory: bool = False,
-                 target: str = "white") -> Sampler:
+                 target: str = "white", prediction: str = "eps",
+                 update: str = "robust") -> Sampler:
   """Builds a sampler around `denoise_fn(params, x, labels, cond, None, cond_mask=...)`.
 
   kind: 'ddpm' | 'ddim' (need `schedule`) or 'smld' (needs `sigmas`).
@@ -86,16 +107,30 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
     which is what the coefficient assumes. Keep it on to reproduce a converted checkpoint exactly.
   step_lr, n_steps_each: SMLD Langevin step size (scaled by (sigma / sigma_last)^2) and steps per level.
   target: what the network predicts ("white" ε or "correlated" Σ^{1/2} ε; diffusion.target).
+  prediction: what the network's output is ("eps" | "v" | "x0"; diffusion.prediction).
+  update: "robust" | "reference", how DDPM/DDIM use a clipped x̂0 (module docstring).
   """
   check_sampler_settings(kind, eta=eta, n_steps_each=n_steps_each, subsample=subsample,
-                         target=target)
+                         target=target, update=update)
+  check_prediction(prediction, "smld" if kind == "smld" else "ddpm", target)
   noise_model = noise_model or isotropic()
   network = denoise_fn
 
   def denoise_fn(params, x, labels, cond, key, cond_mask=None):
-    """The network's estimate ẑ of the correlated noise in x (x's shape)."""
-    return correlated_estimate(noise_model, target,
-                               network(params, x, labels, cond, key, cond_mask=cond_mask))
+    """The network's output, as an estimate ẑ of the correlated noise in x for "eps"."""
+    output = network(params, x, labels, cond, key, cond_mask=cond_mask)
+    return correlated_estimate(noise_model, target, output) if prediction == "eps" else output
+
+  def estimates(params, x, label, c_a, cond, cond_mask):
+    """(x̂0, ẑ) at a level with ᾱ = c_a; x̂0 clipped when clip_before, ẑ re-derived from it
+    when the update is robust."""
+    output = denoise_fn(params, x, _full_labels(x, label), cond, None, cond_mask=cond_mask)
+    x0, eps = clean_and_noise(prediction, output, x, c_a)
+    if clip_before:
+      x0 = jnp.clip(x0, -1, 1)
+      if update == "robust":
+        eps = (x - jnp.sqrt(c_a) * x0) / jnp.sqrt(1 - c_a)
+    return x0, eps
 
   if kind == "smld":
     if sigmas is None:
@@ -117,11 +152,7 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
 
   def loop_step(params, x, i, cond, noise, cond_mask):
     c_a, c_a_prev, c_beta = a[i], a_prev[i], beta[i]
-    eps = denoise_fn(params, x, _full_labels(x, jnp.asarray(steps)[i]), cond, None,
-                     cond_mask=cond_mask)
-    x0 = (1 / jnp.sqrt(c_a)) * (x - jnp.sqrt(1 - c_a) * eps)
-    if clip_before:
-      x0 = jnp.clip(x0, -1, 1)
+    x0, eps = estimates(params, x, jnp.asarray(steps)[i], c_a, cond, cond_mask)
     if kind == "ddpm":
       x = ((jnp.sqrt(c_a_prev) * c_beta / (1 - c_a)) * x0
            + (jnp.sqrt(1 - c_beta) * (1 - c_a_prev) / (1 - c_a)) * x)
@@ -132,8 +163,8 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
     return x + sigma * noise if stochastic else x
 
   def final_denoise(params, x, cond, cond_mask):
-    eps = denoise_fn(params, x, _full_labels(x, denoise_label), cond, None, cond_mask=cond_mask)
-    return x - jnp.sqrt(1 - a[-1]) * eps
+    x0, eps = estimates(params, x, denoise_label, a[-1], cond, cond_mask)
+    return x0 if update == "robust" else x - jnp.sqrt(1 - a[-1]) * eps
 
   def step_noise(x, i, key, noises):
     if not stochastic:

@@ -26,6 +26,10 @@ Loss weighting (`diffusion.loss_weighting`), per-sample weight w(label) on the �
              γ = `diffusion.p2_gamma` (default 1; the paper uses 0.5 or 1). Not renormalised: w is
              1 at pure noise and below 1 elsewhere, so like min_snr it only shrinks the clean
              end's share (the loss reads lower than with "none" for the same error).
+With `diffusion.prediction` "v" or "x0" the named weighting is the weight on the ε error the loss
+amounts to: the per-sample weight on the v or x0 error is w(label) divided by that
+parametrisation's implicit ε weight (parametrisation.implicit_eps_weight), which gives Hang et al.'s
+min(SNR, γ) / (SNR + 1) for v and min(SNR, γ) for x0. "none" is the plain loss of the target.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcvd_jax.diffusion.parametrisation import implicit_eps_weight
 from mcvd_jax.diffusion.schedules import Schedule
 
 LABEL_SAMPLINGS = ("uniform", "high_noise")
@@ -115,13 +120,16 @@ def make_label_sampler(label_sampling: str, power: float, num_levels: int,
 
 def make_loss_reduction(loss_weighting: str, min_snr_gamma: float = 5.0, p2_gamma: float = 1.0,
                         schedule: Schedule | None = None,
-                        sigmas: jax.Array | None = None) -> LossReduction:
+                        sigmas: jax.Array | None = None,
+                        prediction: str = "eps") -> LossReduction:
   """reduce_loss(per_sample [B], labels [B]) -> mean over the batch of w(label) * per_sample;
-  "none" is exactly jnp.mean(per_sample)."""
+  "none" is exactly jnp.mean(per_sample). per_sample is the error of `prediction`'s target."""
   if loss_weighting == "none":
     return lambda per_sample, labels: jnp.mean(per_sample)
   ratio = snr(schedule, sigmas)
   table = (min_snr_weights(ratio, min_snr_gamma) if loss_weighting == "min_snr"
            else p2_weights(ratio, p2_gamma))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    table = np.nan_to_num(table / implicit_eps_weight(prediction, ratio), posinf=0.0)
   weights = jnp.asarray(table, jnp.float32)
   return lambda per_sample, labels: jnp.mean(weights[labels] * per_sample)

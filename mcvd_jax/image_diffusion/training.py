@@ -11,7 +11,7 @@ import jax
 
 from mcvd_jax.core.family import TrainingSetup
 from mcvd_jax.core.media import frames_to_unit_range, image_grid, write_png
-from mcvd_jax.diffusion.losses import make_loss_fn
+from mcvd_jax.diffusion.factory import diffusion_loss_fn
 from mcvd_jax.image_diffusion.config import Checked
 from mcvd_jax.image_diffusion.sampling import draw_images, image_sampler
 from mcvd_jax.models import init_params, make_denoise_fn
@@ -51,14 +51,7 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
   from mcvd_jax.data.images import make_image_dataset
   cfg, diffusion = checked.model, checked.diffusion
   dataset = make_image_dataset(config.data, cfg.image_size, cfg.channels)
-  diffusion_loss = make_loss_fn(make_denoise_fn(cfg), schedule=diffusion.schedule,
-                                sigmas=diffusion.sigmas, noise_model=diffusion.noise_model,
-                                l1=config.diffusion.l1, target=diffusion.target,
-                                label_sampling=diffusion.label_sampling,
-                                label_sampling_power=diffusion.label_sampling_power,
-                                loss_weighting=diffusion.loss_weighting,
-                                min_snr_gamma=diffusion.min_snr_gamma,
-                                p2_gamma=diffusion.p2_gamma)
+  diffusion_loss = diffusion_loss_fn(make_denoise_fn(cfg), diffusion, l1=config.diffusion.l1)
   meta = {"data_seed": int(config.seed), "dataset": config.data.dataset,
           "model": json.loads(json.dumps(config.model.to_dict(), default=list)),
           "diffusion": json.loads(json.dumps(config.diffusion.to_dict(), default=list))}

@@ -7,7 +7,8 @@ every `training.eval_every` steps (core's periodic evaluation) and logged as `ev
 
   x0_mae/<weights>_<past>@<s>   mean |x̂0 − x0| in [0, 1] pixel units over the current frames of
                                 the fixed clips, where x̂0 = clip((x_t − √(1−ᾱ) ẑ) / √ᾱ) is the
-                                clean frames implied by the predicted noise ẑ at the label whose
+                                clean frames implied by the predicted noise ẑ (or the v / x0
+                                output, diffusion.prediction) at the label whose
                                 signal level √ᾱ is closest to s (SMLD: 1/√(1+σ²));
                                 weights: ema | raw; past: true_past, or shuffled_past (each clip
                                 conditioned on the next clip's past frames);
@@ -31,6 +32,7 @@ import numpy as np
 from mcvd_jax.core.media import frames_to_unit_range
 from mcvd_jax.diffusion.factory import Diffusion
 from mcvd_jax.diffusion.noise import correlated_estimate
+from mcvd_jax.diffusion.parametrisation import clean_and_noise
 from mcvd_jax.video.masking import make_training_batch, stack_frames
 from mcvd_jax.video_diffusion.tasks import Masking
 
@@ -60,14 +62,16 @@ def perturb(diffusion: Diffusion, x0: jax.Array, noise: jax.Array, label: int) -
   return x0 + diffusion.sigmas[label] * noise
 
 
-def clean_estimate(diffusion: Diffusion, x_t: jax.Array, noise_estimate: jax.Array,
+def clean_estimate(diffusion: Diffusion, x_t: jax.Array, output: jax.Array,
                    label: int) -> jax.Array:
-  """x̂0 implied by an estimate of the correlated noise in x_t, clipped to [-1, 1]."""
+  """x̂0 implied by the network's output at `label`, clipped to [-1, 1]: for "eps" the output is
+  read as the noise named by diffusion.target, for "v" / "x0" as parametrisation.py says."""
+  if diffusion.prediction == "eps":
+    output = correlated_estimate(diffusion.noise_model, diffusion.target, output)
   if diffusion.kind == "ddpm":
-    a = diffusion.schedule.alphas[label]
-    x0 = (x_t - jnp.sqrt(1 - a) * noise_estimate) / jnp.sqrt(a)
+    x0, _ = clean_and_noise(diffusion.prediction, output, x_t, diffusion.schedule.alphas[label])
   else:
-    x0 = x_t - diffusion.sigmas[label] * noise_estimate
+    x0 = x_t - diffusion.sigmas[label] * output
   return jnp.clip(x0, -1.0, 1.0)
 
 
@@ -115,10 +119,8 @@ def make_learning_signal(denoise_fn: Callable, diffusion: Diffusion, masking: Ma
         labels = jnp.full((x0.shape[0],), label, jnp.int32)
         errors = {}
         for past, batch in pasts.items():
-          prediction = denoise_fn(params, x_t, labels, batch.cond, None,
-                                  cond_mask=batch.cond_mask)
-          estimate = correlated_estimate(diffusion.noise_model, diffusion.target, prediction)
-          errors[past] = _mae01(clean_estimate(diffusion, x_t, estimate, label), x0)
+          output = denoise_fn(params, x_t, labels, batch.cond, None, cond_mask=batch.cond_mask)
+          errors[past] = _mae01(clean_estimate(diffusion, x_t, output, label), x0)
           out[f"x0_mae/{name}_{past}@{level:.2f}"] = errors[past]
         if "shuffled_past" in errors:
           gains.append(errors["shuffled_past"] - errors["true_past"])

@@ -21,8 +21,7 @@ from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.family import TrainingSetup
 from mcvd_jax.core.media import frames_to_unit_range, to_uint8, video_grid, write_gif
 from mcvd_jax.data.registry import make_dataset
-from mcvd_jax.diffusion.factory import initial_scale, sampler_from_config
-from mcvd_jax.diffusion.losses import make_loss_fn
+from mcvd_jax.diffusion.factory import diffusion_loss_fn, initial_scale, sampler_from_config
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
 from mcvd_jax.video.masking import make_training_batch
 from mcvd_jax.video.rollout import make_rollout
@@ -97,13 +96,7 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
   cfg, masking, tasks, diffusion = checked.model, checked.masking, checked.tasks, checked.diffusion
   dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
   denoise = make_denoise_fn(cfg)
-  diffusion_loss = make_loss_fn(denoise, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
-                                noise_model=diffusion.noise_model, l1=config.diffusion.l1,
-                                target=diffusion.target, label_sampling=diffusion.label_sampling,
-                                label_sampling_power=diffusion.label_sampling_power,
-                                loss_weighting=diffusion.loss_weighting,
-                                min_snr_gamma=diffusion.min_snr_gamma,
-                                p2_gamma=diffusion.p2_gamma)
+  diffusion_loss = diffusion_loss_fn(denoise, diffusion, l1=config.diffusion.l1)
   sampler = sampler_from_config(denoise, diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))
