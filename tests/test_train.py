@@ -79,7 +79,7 @@ def restore_final(workdir, config):
 
 def test_end_to_end_run_writes_checkpoints_samples_and_summaries(tmp_path):
   config = make_test_config(**{"training.sample_every": 4, "training.eval_every": 4,
-                                 "training.signal_clips": 4})
+                                 "training.signal_clips": 4, "diffusion.prediction": "v"})
   state = loop.train_and_evaluate(config, str(tmp_path), MCVD)
   assert int(state.step) == 4
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
@@ -110,6 +110,19 @@ def test_end_to_end_run_writes_checkpoints_samples_and_summaries(tmp_path):
   meta = (tmp_path / "samples_prediction.json").read_text()
   assert "EMA parameters of step 4" in meta
   assert Image.open(path).n_frames == 2 + 2
+
+  # The exported model directory (EMA weights, the run's diffusion settings) samples the same
+  # videos, whatever diffusion settings the sampling config has.
+  from mcvd_jax.video_diffusion import export
+  from_workdir = np.load(tmp_path / "samples_prediction.npz")["videos"]
+  assert export.main([f"--workdir={tmp_path}", f"--out={tmp_path / 'model'}"]) == 0
+  config.diffusion.prediction, config.diffusion.schedule = "eps", "cosine"
+  run_mode(MCVD, config, str(tmp_path / "elsewhere"), "sample", str(tmp_path / "model"))
+  np.testing.assert_array_equal(
+      np.load(tmp_path / "elsewhere" / "samples_prediction.npz")["videos"], from_workdir)
+  assert "model directory" in (tmp_path / "elsewhere" / "samples_prediction.json").read_text()
+  config.diffusion.prediction, config.diffusion.schedule = "v", "linear"
+  assert export.main([f"--workdir={tmp_path / 'elsewhere'}", "--out=x"]) == 2  # not a run
 
   # A second call with the same command has nothing left to do and returns the same state.
   again = loop.train_and_evaluate(config, str(tmp_path), MCVD)

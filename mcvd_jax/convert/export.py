@@ -149,8 +149,13 @@ def diffusion_overrides(schedule_fields: dict) -> dict:
   return {ours: schedule_fields[theirs] for theirs, ours in renames.items() if theirs in schedule_fields}
 
 
-def save_converted(out_dir: str, cfg: UNetConfig, params: dict, schedule_fields: dict) -> str:
-  """Writes DIR/params (Orbax) and DIR/model_config.json; returns the params path."""
+def save_converted(out_dir: str, cfg: UNetConfig, params: dict, schedule_fields: dict,
+                   diffusion_config: dict | None = None, provenance: dict | None = None) -> str:
+  """Writes DIR/params (Orbax) and DIR/model_config.json; returns the params path.
+
+  schedule_fields: a reference run's schedule fields (its names; see diffusion_overrides);
+  diffusion_config: our `diffusion` section for a model trained here (read back by
+  converted_diffusion_fields); provenance: free-form facts (source run, step, command)."""
   import orbax.checkpoint as ocp
   out_dir = os.path.abspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
@@ -158,9 +163,22 @@ def save_converted(out_dir: str, cfg: UNetConfig, params: dict, schedule_fields:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path, params, force=True)
   checkpointer.wait_until_finished()
+  meta = {"model": dataclasses.asdict(cfg), "diffusion": schedule_fields}
+  if diffusion_config is not None:
+    meta["diffusion_config"] = diffusion_config
+  if provenance is not None:
+    meta["provenance"] = provenance
   with open(os.path.join(out_dir, "model_config.json"), "w") as f:
-    json.dump({"model": dataclasses.asdict(cfg), "diffusion": schedule_fields}, f, indent=2)
+    json.dump(meta, f, indent=2)
   return path
+
+
+def converted_diffusion_fields(out_dir: str) -> dict:
+  """Our `diffusion` fields a model directory implies: the reference schedule fields renamed, then
+  the `diffusion_config` a model exported from a training run carries (which wins)."""
+  with open(os.path.join(out_dir, "model_config.json")) as f:
+    meta = json.load(f)
+  return {**diffusion_overrides(meta.get("diffusion", {})), **meta.get("diffusion_config", {})}
 
 
 def load_converted(out_dir: str) -> tuple[UNetConfig, dict, dict]:

@@ -56,16 +56,17 @@ def test_clips(config: Any, cfg: UNetConfig, num_frames: int, batch: int, key: j
 
 
 def load_for_sampling(config: Any, checked: Checked, workdir: str, checkpoint: str | None):
-  """(UNetConfig, params, diffusion section, description) from, in order: a converted reference
-  checkpoint (a directory with model_config.json), a training checkpoint (--checkpoint naming a
+  """(UNetConfig, params, diffusion section, description) from, in order: a model directory (a
+  converted reference checkpoint or an exported run, video_diffusion/export.py: model_config.json
+  beside params; its network and diffusion settings win over the config's), a training checkpoint (--checkpoint naming a
   workdir, its checkpoints/ directory or one checkpoints/<step>; else the workdir's newest; the
   EMA or raw parameters, as `sampling.weights` says), or random weights (core.weights)."""
   if checkpoint and os.path.exists(os.path.join(checkpoint, "model_config.json")):
-    from mcvd_jax.convert.export import diffusion_overrides, load_converted
-    cfg, params, schedule_fields = load_converted(checkpoint)
+    from mcvd_jax.convert.export import converted_diffusion_fields, load_converted
+    cfg, params, _ = load_converted(checkpoint)
     section = ml_collections.ConfigDict(config.diffusion.to_dict())
-    section.update(diffusion_overrides(schedule_fields))
-    return cfg, params, section, f"converted checkpoint {checkpoint}"
+    section.update(converted_diffusion_fields(checkpoint))
+    return cfg, params, section, f"model directory {checkpoint}"
   cfg = checked.model
   weights = load_weights(workdir, checkpoint, lambda key: init_params(cfg, key), config.seed,
                          what="converted checkpoint (model_config.json) nor training checkpoints",

@@ -1,0 +1,70 @@
+"""A training run's weights as a small model directory that samples and evaluates anywhere.
+
+  python -m mcvd_jax.video_diffusion.export --workdir=RUN --out=DIR [--checkpoint=RUN/checkpoints/N]
+      [--weights=ema|raw]
+
+writes DIR/params (Orbax, the EMA parameters by default: no optimizer state, no raw copy, a
+quarter of a training checkpoint) and DIR/model_config.json (the network, the run's `diffusion`
+section and where the weights came from). `--mode=sample|eval --checkpoint=DIR` then uses the
+network and diffusion settings of DIR with the sampling, data and eval settings of `--config`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import ml_collections
+
+from mcvd_jax.convert.export import save_converted
+from mcvd_jax.core.weights import load_weights
+from mcvd_jax.models import UNetConfig, init_params
+
+
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run saved in WORKDIR/config.json; FileNotFoundError saying so."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: {workdir} is not a training workdir "
+                            f"(training writes config.json there when it starts)")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def export_model(workdir: str, out_dir: str, checkpoint: str | None = None,
+                 weights: str = "ema") -> str:
+  """Writes the model directory of `checkpoint` (default: WORKDIR's newest checkpoint) to out_dir;
+  returns out_dir. CheckpointNotFoundError when there is no checkpoint to export."""
+  config = read_run_config(workdir)
+  cfg = UNetConfig.from_mapping(config.model)
+  loaded = load_weights(workdir, checkpoint or workdir, lambda key: init_params(cfg, key),
+                        int(config.seed), what="training checkpoints", weights=weights)
+  provenance = {"run_config": config.to_dict(), "source": loaded.source, "step": loaded.step,
+                "weights": weights}
+  save_converted(out_dir, cfg, loaded.params, {}, diffusion_config=config.diffusion.to_dict(),
+                 provenance=json.loads(json.dumps(provenance, default=list)))
+  return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+  import argparse
+  parser = argparse.ArgumentParser(prog="python -m mcvd_jax.video_diffusion.export",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, help="the training run's workdir")
+  parser.add_argument("--out", required=True, help="the model directory to write")
+  parser.add_argument("--checkpoint", default=None,
+                      help="one checkpoint (WORKDIR/checkpoints/STEP); default: the newest")
+  parser.add_argument("--weights", default="ema", choices=("ema", "raw"))
+  args = parser.parse_args(argv)
+  try:
+    out = export_model(args.workdir, args.out, args.checkpoint, args.weights)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
