@@ -4,6 +4,12 @@ model (Ho et al. 2020: ngf 128, ch_mult 1,2,2,2, two residual blocks, attention 
 1, random horizontal flips, 1000 linear betas; sampled with DDPM. The data is the user's
 (`--config.data.path`: cifar-10-python.tar.gz or cifar-10-batches-py/, or a prepared tfds cifar10).
 
+Parameters: ours 51,835,779 (51.8M; tests/test_image_family.py counts them with jax.eval_shape),
+Ho et al.'s 35.7M. The layout is theirs; the difference is the project's UNet (MCVD's `unetmore`,
+NCSN++-style): it resamples with residual blocks (9.4M parameters, where DDPM has one convolution
+per resampling) and each residual block's two group norms take a scale and a shift from the time
+embedding (DDPM adds one time projection per block).
+
 Variants (`--config=configs/cifar10.py:VARIANT`, combined with +):
   (none)      isotropic DDPM;
   gff         non-isotropic DDPM with Gaussian-free-field noise (arXiv 2210.12254), the network

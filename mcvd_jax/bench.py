@@ -2,9 +2,15 @@
 
   python -m mcvd_jax.bench [--family=mcvd] [--batch=8] [--repeats=5] [family flags ...]
 
-The family's bench module (Family.bench_module) defines its own flags and what it times (for
-MCVD: mcvd_jax/video_diffusion/bench.py, e.g. `--models=smmnist --parts=train`); the harness
-(timing, page faults, GFLOP from XLA's cost analysis) is mcvd_jax/core/bench.py.
+The family's bench module (Family.bench_module) defines its own flags and what it times; the
+harness (timing, page faults, GFLOP from XLA's cost analysis) is mcvd_jax/core/bench.py. Entries:
+
+  python -m mcvd_jax.bench --models=smmnist --parts=train     # MCVD: the paper's SMMNIST train step
+  python -m mcvd_jax.bench --family=image_diffusion --image_parts=train --batch=128  # CIFAR-10 step
+  python -m mcvd_jax.bench --family=image_diffusion --image_models=mnist_quick --image_noise=gff
+
+(MCVD: mcvd_jax/video_diffusion/bench.py; images: mcvd_jax/image_diffusion/bench.py, whose
+`cifar10` is configs/cifar10.py's network. `--helpfull` lists every family flag.)
 """
 
 from __future__ import annotations

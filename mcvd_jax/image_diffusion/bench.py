@@ -17,7 +17,8 @@ from absl import app, flags
 
 from mcvd_jax.core.bench import time_train_step, timed, timing_report
 
-flags.DEFINE_list("image_models", ["cifar10"], "Named model sizes to time: cifar10, mnist_quick.")
+flags.DEFINE_list("image_models", ["cifar10"], "Named model sizes to time: cifar10 (configs/cifar10.py's\n"
+                  "network), mnist_quick (configs/mnist.py:quick's).")
 flags.DEFINE_list("image_parts", ["train", "sampler"], "What to time: train, sampler.")
 flags.DEFINE_enum("image_noise", "isotropic", ["isotropic", "gff"], "Noise model.")
 flags.DEFINE_integer("image_sampler_steps", 100, "DDPM steps of the sampler call.")

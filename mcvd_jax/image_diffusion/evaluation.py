@@ -61,10 +61,10 @@ def inception_scorer(weights: str, with_probs: bool, batch_size: int) -> Scorer:
 
 
 def classifier_scorer(config: Any, workdir: str, batch_size: int) -> Scorer:
-  from mcvd_jax.metrics import digit_classifier
+  from mcvd_jax.metrics import digit_classifier, digit_classifier_training
   path = config.eval.classifier_path or os.path.join(workdir, "digit_classifier.npz")
-  params = digit_classifier.load_or_train_classifier(path, config.data.mnist_source,
-                                                      config.data.mnist_path)
+  params = digit_classifier_training.load_or_train_classifier(path, config.data.mnist_source,
+                                                               config.data.mnist_path)
 
   def score(images):
     return digit_classifier.classifier_features_and_probs(params, images, batch_size)
