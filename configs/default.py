@@ -63,6 +63,7 @@ def get_config(arg=None):
   diffusion.sigma_begin = 1.0   # smld: geometric sigmas from sigma_begin down to sigma_end
   diffusion.sigma_end = 0.01
   diffusion.noise = "isotropic"  # isotropic | gff (Gaussian free field)
+  diffusion.gff_mean_amplitude = 1.0  # gff: amplitude of the image mean relative to the |k| = 1 wave (> 0; diffusion/noise.py)
   diffusion.target = "white"    # what the network predicts: white (ε, the non-isotropic paper's) | correlated (Σ^{1/2} ε); the same with isotropic noise
   diffusion.l1 = False
   diffusion.prediction = "eps"  # eps (the reference's) | v | x0: what the network outputs (ddpm; diffusion/parametrisation.py)

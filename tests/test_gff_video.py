@@ -33,7 +33,7 @@ def test_gff_video_samples_each_task_from_the_cli(tmp_path, task, target, frames
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   meta = json.loads((tmp_path / f"samples_{task}.json").read_text())
-  assert meta["task"] == task
+  assert (meta["task"], meta["noise"], meta["target"]) == (task, "gff", target)
   video = np.load(tmp_path / f"samples_{task}.npz")["videos"]
   assert video.dtype == np.uint8 and video.shape[:2] == (2, frames) and video.std() > 0
   assert Image.open(tmp_path / f"samples_{task}.gif").n_frames == frames

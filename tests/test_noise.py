@@ -238,3 +238,33 @@ def test_make_noise_model():
     noise.make_noise_model("nope")
   message = str(info.value)
   assert "nope" in message and "isotropic" in message and "gff" in message
+
+
+def test_mean_amplitude_sets_the_constant_component_and_keeps_unit_variance():
+  default = noise.gff_amplitude(8, 8)
+  np.testing.assert_array_equal(noise.gff_amplitude(8, 8, 1.0), default)
+  weak = noise.gff_amplitude(8, 8, 0.25)
+  assert np.mean(weak**2) == pytest.approx(1.0)
+  # Relative to the |k| = 1 wave (index [0, 1]) the mean has a quarter of the default's amplitude.
+  assert weak[0, 0] / weak[0, 1] == pytest.approx(0.25 * default[0, 0] / default[0, 1])
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+  model = noise.gff(0.25)
+  np.testing.assert_allclose(model.inv_sqrt_cov(model.sqrt_cov(x)), x, atol=1e-4)
+  # The image mean of the noise shrinks with the amplitude of the constant component.
+  means = [float(jnp.std(jnp.mean(noise.gff(a).sample(jax.random.key(1), (512, 8, 8, 1)),
+                                   axis=(1, 2, 3)))) for a in (1.0, 0.25)]
+  assert means[1] == pytest.approx(means[0] * weak[0, 0] / default[0, 0], rel=0.15)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "big"])
+def test_bad_mean_amplitude_names_the_field(bad):
+  with pytest.raises(ValueError, match="diffusion.gff_mean_amplitude"):
+    noise.make_noise_model("gff", bad)
+
+
+def test_config_field_reaches_the_noise_model():
+  from configs import default
+  from mcvd_jax.diffusion.factory import diffusion_from_config
+  section = default.get_config().diffusion
+  section.noise, section.gff_mean_amplitude = "gff", 0.5
+  assert diffusion_from_config(section).noise_model.mean_amplitude == 0.5

@@ -59,7 +59,7 @@ def diffusion_from_config(section: Any) -> Diffusion:
   kind = section.kind
   if kind not in DIFFUSION_KINDS:
     raise ValueError(f"diffusion.kind={kind!r} is unknown; use one of {DIFFUSION_KINDS}")
-  noise = make_noise_model(section.noise)
+  noise = make_noise_model(section.noise, section.get("gff_mean_amplitude", 1.0))
   target = section.target
   check_target(target)
   options = loss_options_from_config(section)

@@ -16,6 +16,14 @@ Arrays are channels-last images `[..., H, W, C]`: the spatial axes are -3 and -2
 are batch axes, and each channel (frames may be stacked on channels) is filtered independently.
 The GFF covariance is stationary and circulant, so it is diagonal in the 2-D Fourier basis of
 (H, W): Σ^{1/2} multiplies each Fourier coefficient by A[ky, kx] (see `gff_amplitude`).
+
+Choices the paper leaves open, stated here: A is one [H, W] filter applied to every channel and
+every frame separately (video frames stacked on channels get independent noise fields of the same
+spectrum); it is normalised once per (H, W) so that each pixel's noise variance is 1, as in the
+isotropic case; and the constant component (k = 0, where the true GFF's variance is infinite) gets
+`mean_amplitude` times the amplitude of the lowest frequency |k| = 1 (config
+`diffusion.gff_mean_amplitude`, default 1: the image mean is perturbed as strongly as the
+coarsest wave). It must be > 0 so that Σ stays invertible.
 """
 
 from dataclasses import dataclass, field
@@ -83,7 +91,7 @@ class IsotropicNoise:
     return x
 
 
-def gff_amplitude(height: int, width: int) -> np.ndarray:
+def gff_amplitude(height: int, width: int, mean_amplitude: float = 1.0) -> np.ndarray:
   """Fourier amplitude A of the GFF square-root covariance, normalised to unit pixel variance.
 
   A[ky, kx] = 1/|k| with |k| = sqrt(fy² + fx²) in integer cycles per image, in `np.fft.fftfreq`
@@ -92,6 +100,7 @@ def gff_amplitude(height: int, width: int) -> np.ndarray:
   Args:
     height: H, the number of rows (axis -3 of the images).
     width: W, the number of columns (axis -2 of the images).
+    mean_amplitude: A[0, 0] before normalisation, relative to the |k| = 1 amplitude (> 0).
 
   Returns:
     A: `[H, W]` float64, positive, finite, with mean(A²) = 1 and A[k] = A[-k].
@@ -99,17 +108,31 @@ def gff_amplitude(height: int, width: int) -> np.ndarray:
   if height < 1 or width < 1:
     raise ValueError(f"gff_amplitude needs a positive image size, got height={height}, "
                      f"width={width}.")
+  check_mean_amplitude(mean_amplitude)
   fy = np.fft.fftfreq(height) * height
   fx = np.fft.fftfreq(width) * width
   k = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-  # The true GFF has infinite variance at k = 0 (a random global offset of any size). Giving the
-  # mean the amplitude of the lowest non-zero frequency (|k| = 1) keeps Σ finite and invertible
-  # while still making the image mean the most strongly perturbed component.
+  # The true GFF has infinite variance at k = 0 (a random global offset of any size). A finite
+  # amplitude for the mean (by default that of the lowest non-zero frequency, |k| = 1) keeps Σ
+  # finite and invertible while still perturbing the image mean strongly.
   k[0, 0] = 1.0
   amplitude = 1.0 / k
+  amplitude[0, 0] = float(mean_amplitude)
   # Per-pixel variance of Σ^{1/2} ε equals mean(A²) (Parseval), so this makes it 1 and the noise
   # level of a schedule means the same thing as in the isotropic case.
   return amplitude / np.sqrt(np.mean(amplitude ** 2))
+
+
+def check_mean_amplitude(mean_amplitude: float) -> None:
+  """ValueError naming `diffusion.gff_mean_amplitude` unless it is a finite number > 0."""
+  try:
+    ok = np.isfinite(float(mean_amplitude)) and float(mean_amplitude) > 0
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise ValueError(f"diffusion.gff_mean_amplitude={mean_amplitude!r} must be a finite number > 0 "
+                     f"(the GFF amplitude of the image mean relative to the |k| = 1 wave; 1 is "
+                     f"the default, and 0 would make Σ singular)")
 
 
 def _image_size(shape: tuple[int, ...], what: str) -> tuple[int, int]:
@@ -137,13 +160,18 @@ def _fourier_filter(x: jax.Array, gain: np.ndarray) -> jax.Array:
 
 @dataclass(frozen=True)
 class GFFNoise:
-  """Gaussian-free-field noise: Σ^{1/2} is the Fourier filter A of `gff_amplitude(H, W)`.
+  """Gaussian-free-field noise: Σ^{1/2} is the Fourier filter A of
+  `gff_amplitude(H, W, mean_amplitude)`.
 
   The image size is read from the array's static shape at trace time, so one instance serves all
   resolutions.
   """
 
   name: str = field(default="gff", init=False)
+  mean_amplitude: float = 1.0
+
+  def _amplitude(self, shape, what: str) -> np.ndarray:
+    return gff_amplitude(*_image_size(shape, what), self.mean_amplitude)
 
   def sample(self, key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     """Σ^{1/2} ε with ε ~ N(0, I); `shape` = `[..., H, W, C]`, returned as `dtype`."""
@@ -160,18 +188,15 @@ class GFFNoise:
 
   def sqrt_cov(self, x: jax.Array) -> jax.Array:
     """Σ^{1/2} x, the filter A. x: `[..., H, W, C]`; same shape and dtype."""
-    height, width = _image_size(x.shape, "GFFNoise.sqrt_cov")
-    return _fourier_filter(x, gff_amplitude(height, width))
+    return _fourier_filter(x, self._amplitude(x.shape, "GFFNoise.sqrt_cov"))
 
   def inv_sqrt_cov(self, x: jax.Array) -> jax.Array:
     """Σ^{-1/2} x, the filter 1/A. x: `[..., H, W, C]`; same shape and dtype."""
-    height, width = _image_size(x.shape, "GFFNoise.inv_sqrt_cov")
-    return _fourier_filter(x, 1.0 / gff_amplitude(height, width))
+    return _fourier_filter(x, 1.0 / self._amplitude(x.shape, "GFFNoise.inv_sqrt_cov"))
 
   def cov(self, x: jax.Array) -> jax.Array:
     """Σ x, the filter A². x: `[..., H, W, C]`; same shape and dtype."""
-    height, width = _image_size(x.shape, "GFFNoise.cov")
-    return _fourier_filter(x, gff_amplitude(height, width) ** 2)
+    return _fourier_filter(x, self._amplitude(x.shape, "GFFNoise.cov") ** 2)
 
 
 # What the network regresses (config `diffusion.target`):
@@ -203,16 +228,17 @@ def isotropic() -> NoiseModel:
   return IsotropicNoise()
 
 
-def gff() -> NoiseModel:
+def gff(mean_amplitude: float = 1.0) -> NoiseModel:
   """Gaussian-free-field noise (non-isotropic diffusion, arXiv 2210.12254)."""
-  return GFFNoise()
+  check_mean_amplitude(mean_amplitude)
+  return GFFNoise(mean_amplitude=float(mean_amplitude))
 
 
 _FACTORIES = {"isotropic": isotropic, "gff": gff}
 
 
-def make_noise_model(name: str) -> NoiseModel:
-  """The noise model called `name`: "isotropic" or "gff"."""
+def make_noise_model(name: str, gff_mean_amplitude: float = 1.0) -> NoiseModel:
+  """The noise model called `name`: "isotropic" or "gff" (with its mean amplitude)."""
   if name not in _FACTORIES:
     raise ValueError(f"Unknown noise model {name!r}; expected one of {sorted(_FACTORIES)}.")
-  return _FACTORIES[name]()
+  return gff(gff_mean_amplitude) if name == "gff" else isotropic()

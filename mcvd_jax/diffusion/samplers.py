@@ -7,8 +7,10 @@ Built by `make_sampler`, which closes over the static choices and returns pure f
 The update rules follow the reference (its label 0 is the noisiest level; the loop visits
 range(0, N, N // S), noisiest first). Noise is drawn with `jax.random.fold_in(key, step)`, or taken
 from an explicit `noises` array to replay the reference's draws. With a non-isotropic noise model,
-fresh noise is Sigma^{1/2} eps and the network's output is the (correlated) noise estimate, so the
-DDPM/DDIM updates are unchanged and the Langevin step is preconditioned by Sigma.
+fresh noise is Sigma^{1/2} eps, and an ε network's output (the white ε by default, or the
+correlated Sigma^{1/2} ε with target="correlated") becomes the estimate of the correlated noise
+through noise.correlated_estimate; with it the DDPM/DDIM updates keep their isotropic form and the
+Langevin step is preconditioned by Sigma.
 
 DDPM/DDIM read the network through its clean estimate x̂0 and noise estimate ẑ
 (parametrisation.py: ε, v or x0 outputs). `update` picks how a clipped x̂0 enters the step:
