@@ -177,3 +177,27 @@ def test_config_sections_unchanged():
     config = load(name).get_config(variant)
     for section in ("data", "model", "diffusion", "sampling", "optim", "training"):
       assert set(config[section].keys()) == set(base[section].keys()), (name, variant, section)
+
+
+def test_no_field_shadows_a_configdict_method():
+  """A field named like a ConfigDict method (update, get, lock, ...) cannot be set from the
+  command line (`--config.sampling.update=...` reached the method): every field is free."""
+  import ml_collections
+  from configs import default, image_default
+  reserved = set(dir(ml_collections.ConfigDict()))
+  for config in (default.get_config(), image_default.get_config()):
+    for section in config.keys():
+      fields = config[section].keys() if hasattr(config[section], "keys") else []
+      assert not reserved & ({section} | set(fields)), (section, reserved & set(fields))
+
+
+def test_new_sampling_and_diffusion_fields_parse_as_strings_from_flags():
+  """What the command-line parser asks of a field (the type at its path) is str for the options
+  the robust sampler and the parametrisation added (a field named `update` gave a method)."""
+  from ml_collections.config_flags import config_path
+  from configs import smmnist
+  config = smmnist.get_config("tiny")
+  for path, value in (("sampling.update_rule", "reference"), ("diffusion.prediction", "v")):
+    assert config_path.get_type(path, config) is str
+    config_path.set_value(path, config, value)
+    assert config_path.get_value(path, config) == value

@@ -90,7 +90,7 @@ def check_sampling(diffusion: Diffusion, section: Any) -> None:
   kind = section.kind
   check_sampler_settings(kind, eta=section.eta, n_steps_each=section.n_steps_each,
                          subsample=section.subsample or None, target=diffusion.target,
-                         update=section.get("update", "robust"))
+                         update=section.get("update_rule", "robust"))
   if (kind == "smld") != (diffusion.kind == "smld"):
     raise ValueError(f"sampling.kind={kind!r} does not fit diffusion.kind={diffusion.kind!r}: "
                      f"use 'ddpm' or 'ddim' with ddpm, 'smld' with smld")
@@ -99,7 +99,7 @@ def check_sampling(diffusion: Diffusion, section: Any) -> None:
 def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any,
                         return_trajectory: bool = False) -> Sampler:
   """section: the config's `sampling` (kind, subsample, eta, clip_before, denoise,
-  reference_denoise_label, step_lr, n_steps_each; optionally update, default "robust")."""
+  reference_denoise_label, step_lr, n_steps_each; optionally update_rule, default "robust")."""
   check_sampling(diffusion, section)
   kind = section.kind
   return make_sampler(denoise_fn, kind=kind, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
@@ -108,7 +108,7 @@ def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any
                       reference_denoise_label=section.reference_denoise_label,
                       step_lr=section.step_lr, n_steps_each=section.n_steps_each,
                       return_trajectory=return_trajectory, target=diffusion.target,
-                      prediction=diffusion.prediction, update=section.get("update", "robust"))
+                      prediction=diffusion.prediction, update=section.get("update_rule", "robust"))
 
 
 def initial_scale(diffusion: Diffusion) -> float:

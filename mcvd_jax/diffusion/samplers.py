@@ -13,7 +13,8 @@ through noise.correlated_estimate; with it the DDPM/DDIM updates keep their isot
 Langevin step is preconditioned by Sigma.
 
 DDPM/DDIM read the network through its clean estimate x̂0 and noise estimate ẑ
-(parametrisation.py: ε, v or x0 outputs). `update` picks how a clipped x̂0 enters the step:
+(parametrisation.py: ε, v or x0 outputs). `update` (config `sampling.update_rule`) picks how a
+clipped x̂0 enters the step:
   "robust"     (default) ẑ is re-derived from the clipped x̂0, ẑ = (x_t − √ᾱ x̂0) / √(1 − ᾱ), so the
                DDIM step moves along the trajectory of the x̂0 it uses (as dynamic-thresholding
                samplers do), and the final denoising step returns the clipped x̂0 itself.
@@ -85,7 +86,7 @@ def check_sampler_settings(kind: str, *, eta: float = 0.0, n_steps_each: int = 1
     raise ValueError(f"sampling.subsample must be >= 1, got {subsample}")
   check_target(target)
   if update not in UPDATES:
-    raise ValueError(f"sampling.update={update!r} is unknown; use 'robust' (the default) or "
+    raise ValueError(f"sampling.update_rule={update!r} is unknown; use 'robust' (the default) or "
                      f"'reference' (the reference code's DDIM step, for converted checkpoints)")
 
 

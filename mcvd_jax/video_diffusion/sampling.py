@@ -102,7 +102,8 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
       os.path.join(workdir, f"samples_{task}"), picture, {"videos": video},
       {"task": task, "shape": list(video.shape), "seconds_with_compile": seconds,
        "source": source, "sampler": config.sampling.kind, "steps": int(len(sampler.labels)),
-       "update": config.sampling.get("update", "robust"), "noise": diffusion.noise_model.name,
-       "target": diffusion.target, "prediction": diffusion.prediction})
+       "update_rule": config.sampling.get("update_rule", "robust"),
+       "noise": diffusion.noise_model.name, "target": diffusion.target,
+       "prediction": diffusion.prediction})
   logging.info("wrote %s (%s videos of %d frames, %.1f s)", path, batch, video.shape[1], seconds)
   return path
