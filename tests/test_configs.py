@@ -192,8 +192,8 @@ def test_no_field_shadows_a_configdict_method():
 
 
 def test_new_sampling_and_diffusion_fields_parse_as_strings_from_flags():
-  """What the command-line parser asks of a field (the type at its path) is str for the options
-  the robust sampler and the parametrisation added (a field named `update` gave a method)."""
+  """The options the robust sampler and the parametrisation added are str fields that a
+  command-line override can set by path."""
   from ml_collections.config_flags import config_path
   from configs import smmnist
   config = smmnist.get_config("tiny")

@@ -160,7 +160,7 @@ def test_bad_predictions_are_named(prediction, kind, target, words):
 
 
 def test_unknown_update_is_named():
-  with pytest.raises(ValueError, match="sampling.update='fast'"):
+  with pytest.raises(ValueError, match="sampling.update_rule='fast'"):
     make_sampler(lambda *a, **k: a[1], kind="ddim", schedule=SCHEDULES["linear"], update="fast")
 
 
