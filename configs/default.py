@@ -74,7 +74,7 @@ def get_config(arg=None):
   diffusion.p2_gamma = 1.0      # p2's exponent, k = 1 (Choi et al. 2022)
 
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.kind = "ddpm"        # ddpm | ddim | smld
+  sampling.kind = "ddpm"        # ddpm | ddim | smld | ode (probability-flow ODE) | dpm_solver (sampling.nfe evaluations)
   sampling.subsample = 100      # loop steps; 0 visits every label
   sampling.eta = 0.0            # ddim only
   sampling.clip_before = True
@@ -83,6 +83,19 @@ def get_config(arg=None):
   sampling.reference_denoise_label = False  # True reproduces the reference's final-step label
   sampling.step_lr = 8e-6       # smld
   sampling.n_steps_each = 1     # smld
+  sampling.nfe = 10             # dpm_solver: network evaluations of the solver (one more with denoise)
+  sampling.dpm_method = "multistep"  # dpm_solver: multistep (DPM-Solver++(2M), data prediction) | singlestep (DPM-Solver-2/3, noise prediction)
+  sampling.dpm_order = 2        # dpm_solver: multistep 1 | 2, singlestep 1 | 2 | 3
+  sampling.thresholding = False # dpm_solver multistep: clip the clean estimate to [-1, 1] at every step
+  # ode: the probability-flow ODE solve, from t = 1 to the cleanest label (mcvd_jax/ode/settings.py)
+  sampling.ode = ode = ml_collections.ConfigDict()
+  ode.solver = "tsit5"          # tsit5 | dopri5 | bosh3 | heun | euler (euler: fixed steps only)
+  ode.adaptive = True           # False: ode.num_steps equal steps (a fixed number of network evaluations)
+  ode.rtol = 1e-3               # adaptive tolerances (DPM-Solver's RK45 baseline used 1e-3 .. 1e-1)
+  ode.atol = 1e-3
+  ode.dt0 = 0.0                 # adaptive: first step (0: diffrax's); fixed: the step size (0: use ode.num_steps)
+  ode.num_steps = 0             # fixed steps only: how many (0: unset, for adaptive steps or ode.dt0)
+  ode.max_steps = 1000          # a solve needing more steps is an error naming this field
   sampling.task = "generation"  # prediction | generation | interpolation | past_reconstruction
   sampling.num_frames = 10      # frames to generate
   sampling.batch_size = 4

@@ -57,6 +57,16 @@ def get_config(arg=None):
   ev.reference_images = 0       # training images the samples are compared with; 0: all
   ev.pr_k = 3                   # precision / recall neighbourhood size (Kynkäänniemi et al. 2019)
   ev.save_samples = False       # also keep the generated images in WORKDIR/eval/<job>/batch_*.npz
+  ev.bpd_images = 100           # bpd: test images whose likelihood is integrated (0: all)
+  ev.bpd_probes = 4             # bpd: Hutchinson probes per image (their variance is reported)
+  ev.bpd_ode = bo = ml_collections.ConfigDict()  # bpd: the probability-flow ODE solve (mcvd_jax/ode)
+  bo.solver = "tsit5"
+  bo.adaptive = True
+  bo.rtol = 1e-5                # likelihoods need tighter tolerances than sampling
+  bo.atol = 1e-5
+  bo.dt0 = 0.0                  # 0: unset (diffrax's first step)
+  bo.num_steps = 0              # fixed steps only (0: unset)
+  bo.max_steps = 4096           # a solve needing more steps is an error naming this field
   return config
 
 

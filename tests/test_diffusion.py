@@ -153,7 +153,7 @@ def test_ddpm_noise_uses_fold_in_keys_and_is_reproducible():
 @pytest.fixture
 def identity_gff(monkeypatch):
   """GFF noise with a flat spectrum, i.e. Sigma = I computed through the Fourier filter path."""
-  monkeypatch.setattr(noise_lib, "gff_amplitude", lambda h, w: np.ones((h, w)))
+  monkeypatch.setattr(noise_lib, "gff_amplitude", lambda h, w, mean_amplitude=1.0: np.ones((h, w)))
   return noise_lib.gff()
 
 

@@ -319,3 +319,19 @@ def test_the_ode_package_imports_no_tensorflow():
           "assert not bad, bad")
   root = pathlib.Path(__file__).resolve().parents[1]
   subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_cnf_without_regularisers_solves_and_matches_the_one_with():
+  """A CNF state with no regulariser (R = 0) solves (diffrax cannot carry an empty tuple, so the
+  integrals are one [B, R] array) and gives the same log-density as one that carries them."""
+  from mcvd_jax.ode import OdeSettings, cnf_log_density, make_cnf_dynamics
+  a = jnp.array([[-0.5, 0.2], [0.1, -0.3]])
+  field = lambda t, y, args: y @ args[0].T  # noqa: E731
+  x = jnp.array([[1.0, -0.5], [0.3, 0.2]])
+  bare = cnf_log_density(make_cnf_dynamics(field, divergence="exact"), x, a, OdeSettings())
+  both = cnf_log_density(make_cnf_dynamics(field, divergence="exact",
+                                           regularisers=("kinetic", "jacobian_frobenius")),
+                         x, a, OdeSettings())
+  assert bare.regularisers == {}
+  assert set(both.regularisers) == {"kinetic", "jacobian_frobenius"}
+  np.testing.assert_allclose(bare.log_density, both.log_density, rtol=1e-5)

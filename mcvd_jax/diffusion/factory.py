@@ -12,7 +12,8 @@ import jax
 from mcvd_jax.diffusion.losses import make_loss_fn
 from mcvd_jax.diffusion.noise import NoiseModel, check_target, make_noise_model
 from mcvd_jax.diffusion.parametrisation import check_prediction
-from mcvd_jax.diffusion.samplers import Sampler, check_sampler_settings, make_sampler
+from mcvd_jax.diffusion.samplers import (CONTINUOUS_KINDS, Sampler, check_sampler_settings,
+                                         make_sampler)
 from mcvd_jax.diffusion.schedules import Schedule, make_schedule, smld_sigmas
 from mcvd_jax.diffusion.weighting import check_weighting_options
 
@@ -84,24 +85,49 @@ def diffusion_loss_fn(denoise_fn: Callable, diffusion: Diffusion, l1: bool = Fal
                       prediction=diffusion.prediction)
 
 
+def _dpm_options(section: Any) -> dict[str, Any]:
+  """dpm_solver's fields of the `sampling` section (sections written before them: defaults)."""
+  return {"nfe": section.get("nfe", 10), "dpm_method": section.get("dpm_method", "multistep"),
+          "dpm_order": section.get("dpm_order", 2),
+          "thresholding": section.get("thresholding", False)}
+
+
+def ode_settings(section: Any):
+  """The PF-ODE's OdeSettings from `sampling.ode` (OdeConfigError naming sampling.ode.<field>;
+  dt0 and num_steps of 0 mean unset)."""
+  from mcvd_jax.ode import settings_from_config
+  return settings_from_config(section.get("ode", {}), "sampling.ode")
+
+
 def check_sampling(diffusion: Diffusion, section: Any) -> None:
   """ValueError naming the field when the `sampling` section cannot sample `diffusion`; builds
   nothing (the config checks call it once, before anything is compiled)."""
   kind = section.kind
   check_sampler_settings(kind, eta=section.eta, n_steps_each=section.n_steps_each,
                          subsample=section.subsample or None, target=diffusion.target,
-                         update=section.get("update_rule", "robust"))
+                         update=section.get("update_rule", "robust"), **_dpm_options(section))
+  if kind in CONTINUOUS_KINDS:
+    if diffusion.kind != "ddpm":
+      raise ValueError(f"sampling.kind={kind!r} integrates the probability-flow ODE of a VP "
+                       f"(DDPM) model; diffusion.kind={diffusion.kind!r} needs 'smld'")
+    if kind == "ode":
+      ode_settings(section)
+    return
   if (kind == "smld") != (diffusion.kind == "smld"):
     raise ValueError(f"sampling.kind={kind!r} does not fit diffusion.kind={diffusion.kind!r}: "
-                     f"use 'ddpm' or 'ddim' with ddpm, 'smld' with smld")
+                     f"use 'ddpm', 'ddim', 'ode' or 'dpm_solver' with ddpm, 'smld' with smld")
 
 
 def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any,
                         return_trajectory: bool = False) -> Sampler:
   """section: the config's `sampling` (kind, subsample, eta, clip_before, denoise,
-  reference_denoise_label, step_lr, n_steps_each; optionally update_rule, default "robust")."""
+  reference_denoise_label, step_lr, n_steps_each; optionally update_rule, default "robust";
+  for kind "ode" the `ode` subsection (OdeSettings fields), for "dpm_solver" nfe, dpm_method,
+  dpm_order, thresholding)."""
   check_sampling(diffusion, section)
   kind = section.kind
+  if kind in CONTINUOUS_KINDS:
+    return _continuous_sampler(denoise_fn, diffusion, section)
   return make_sampler(denoise_fn, kind=kind, schedule=diffusion.schedule, sigmas=diffusion.sigmas,
                       noise_model=diffusion.noise_model, subsample=section.subsample or None,
                       eta=section.eta, clip_before=section.clip_before, denoise=section.denoise,
@@ -109,6 +135,34 @@ def sampler_from_config(denoise_fn: Callable, diffusion: Diffusion, section: Any
                       step_lr=section.step_lr, n_steps_each=section.n_steps_each,
                       return_trajectory=return_trajectory, target=diffusion.target,
                       prediction=diffusion.prediction, update=section.get("update_rule", "robust"))
+
+
+def _continuous_sampler(denoise_fn: Callable, diffusion: Diffusion, section: Any) -> Sampler:
+  """The `ode` or `dpm_solver` sampler (pf_ode.py, dpm_solver.py) on the schedule's continuous
+  form; `clip_before` clips the final clean estimate (denoise), as the DDPM/DDIM samplers'."""
+  from mcvd_jax.diffusion.continuous import network_model, vp_schedule
+  vp = vp_schedule(diffusion.schedule)
+  model = network_model(denoise_fn, vp, diffusion.noise_model, diffusion.target,
+                        diffusion.prediction)
+  if section.kind == "ode":
+    from mcvd_jax.diffusion.pf_ode import make_ode_sampler
+    return make_ode_sampler(model, vp, ode_settings(section), denoise=section.denoise,
+                            clip=section.clip_before)
+  from mcvd_jax.diffusion.dpm_solver import make_dpm_sampler
+  o = _dpm_options(section)
+  return make_dpm_sampler(model, vp, nfe=o["nfe"], method=o["dpm_method"], order=o["dpm_order"],
+                          thresholding=o["thresholding"], denoise=section.denoise,
+                          clip=section.clip_before)
+
+
+def network_evals(sampler: Sampler, section: Any) -> int | None:
+  """Network evaluations of one `sampler.sample` call (one block of a video, one image): the
+  sampler's own count, or for DDPM/DDIM/SMLD its loop (SMLD: n_steps_each per level) plus the
+  final denoising step; None for an adaptive ODE solve (its count depends on the input)."""
+  if sampler.num_evals is not None or section.kind in CONTINUOUS_KINDS:
+    return sampler.num_evals
+  per_level = section.n_steps_each if section.kind == "smld" else 1
+  return len(sampler.labels) * per_level + int(sampler.denoise_label is not None)
 
 
 def initial_scale(diffusion: Diffusion) -> float:

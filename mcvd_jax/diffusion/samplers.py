@@ -40,7 +40,11 @@ from mcvd_jax.diffusion.noise import NoiseModel, check_target, correlated_estima
 from mcvd_jax.diffusion.parametrisation import check_prediction, clean_and_noise
 from mcvd_jax.diffusion.schedules import Schedule, subsampled_steps
 
-KINDS = ("ddpm", "ddim", "smld")
+KINDS = ("ddpm", "ddim", "smld", "ode", "dpm_solver")
+# Built on the continuous form of the schedule by pf_ode.py and dpm_solver.py (through
+# factory.sampler_from_config), not by make_sampler.
+CONTINUOUS_KINDS = ("ode", "dpm_solver")
+DPM_METHODS = ("multistep", "singlestep")
 UPDATES = ("robust", "reference")
 
 
@@ -49,6 +53,9 @@ class Sampler(NamedTuple):
   step: Callable[..., jax.Array]
   labels: np.ndarray  # network labels visited by the loop, in order (denoise step excluded)
   denoise_label: int | None  # label of the final denoising step, None when it is off
+  # Network evaluations per `sample` call where they are fixed (pf_ode.py, dpm_solver.py); None
+  # for the samplers built here (network_evals counts them) and for an adaptive ODE solve.
+  num_evals: int | None = None
 
 
 def _full_labels(x: jax.Array, label) -> jax.Array:
@@ -73,11 +80,27 @@ def _scan_loop(update, finish, x_init, num_steps, return_trajectory):
 
 def check_sampler_settings(kind: str, *, eta: float = 0.0, n_steps_each: int = 1,
                            subsample: int | None = None, target: str = "white",
-                           update: str = "robust") -> None:
+                           update: str = "robust", nfe: int = 10,
+                           dpm_method: str = "multistep", dpm_order: int = 2,
+                           thresholding: bool = False) -> None:
   """ValueError naming the `sampling` field for settings no sampler accepts (what make_sampler
-  checks before it builds anything)."""
+  checks before it builds anything). nfe, dpm_method, dpm_order, thresholding: dpm_solver's."""
   if kind not in KINDS:
     raise ValueError(f"sampling.kind={kind!r} is unknown; use one of {KINDS}")
+  if kind == "dpm_solver":
+    if dpm_method not in DPM_METHODS:
+      raise ValueError(f"sampling.dpm_method={dpm_method!r} is unknown; use 'multistep' "
+                       f"(DPM-Solver++(2M)) or 'singlestep' (DPM-Solver-2/3)")
+    orders = (1, 2) if dpm_method == "multistep" else (1, 2, 3)
+    if dpm_order not in orders:
+      raise ValueError(f"sampling.dpm_order={dpm_order!r} does not fit sampling.dpm_method="
+                       f"{dpm_method!r}: use one of {orders}")
+    if not isinstance(nfe, int) or nfe < dpm_order:
+      raise ValueError(f"sampling.nfe={nfe!r} must be an integer >= sampling.dpm_order="
+                       f"{dpm_order} (network evaluations of the solver)")
+    if thresholding and dpm_method != "multistep":
+      raise ValueError("sampling.thresholding clips DPM-Solver++'s data prediction: it needs "
+                       "sampling.dpm_method='multistep'; set sampling.thresholding=False")
   if kind != "smld" and eta < 0:
     raise ValueError(f"sampling.eta must be >= 0, got {eta}")
   if kind == "smld" and n_steps_each < 1:
@@ -115,6 +138,9 @@ def make_sampler(denoise_fn: Callable[..., jax.Array], *, kind: str,
   """
   check_sampler_settings(kind, eta=eta, n_steps_each=n_steps_each, subsample=subsample,
                          target=target, update=update)
+  if kind in CONTINUOUS_KINDS:
+    raise ValueError(f"sampling.kind={kind!r} is built by diffusion.factory.sampler_from_config "
+                     f"(pf_ode.make_ode_sampler / dpm_solver.make_dpm_sampler), not make_sampler")
   check_prediction(prediction, "smld" if kind == "smld" else "ddpm", target)
   noise_model = noise_model or isotropic()
   network = denoise_fn

@@ -16,7 +16,10 @@ from mcvd_jax.models import UNetConfig
 # the classifier ones work offline on MNIST (a digit classifier trained once and cached).
 INCEPTION_METRICS = ("fid", "precision", "recall", "is")
 CLASSIFIER_METRICS = ("classifier_fid", "recognisable")
-METRICS = INCEPTION_METRICS + CLASSIFIER_METRICS
+# bpd: bits per dimension of test images through the probability-flow ODE (likelihood_eval.py),
+# asked for by name only (each image costs an adaptive ODE solve with a divergence).
+LIKELIHOOD_METRICS = ("bpd",)
+METRICS = INCEPTION_METRICS + CLASSIFIER_METRICS + LIKELIHOOD_METRICS
 
 
 class Checked(NamedTuple):
@@ -68,6 +71,14 @@ def validate_eval(config: Any) -> tuple[str, ...]:
                                    f"(0: every training image)")
   require(e.pr_k >= 1, f"eval.pr_k={e.pr_k} must be >= 1")
   metrics = eval_metrics(config)
+  if "bpd" in metrics:
+    require(config.diffusion.kind == "ddpm", "eval.metrics: bpd integrates the probability-flow "
+            f"ODE of a DDPM model; diffusion.kind={config.diffusion.kind!r} has none")
+    from mcvd_jax.image_diffusion.likelihood_eval import bpd_settings
+    try:
+      bpd_settings(config)
+    except ValueError as err:
+      raise ConfigError(str(err)) from err
   require(not (set(metrics) & set(CLASSIFIER_METRICS)) or config.data.dataset == "mnist"
           or config.model.channels == 1,
           f"eval.metrics: {', '.join(CLASSIFIER_METRICS)} score MNIST digits; "

@@ -10,6 +10,12 @@ their features; its summary compares them with the features of the training imag
                                Inception Score (10 splits);
   classifier_fid, recognisable MNIST only, offline: the project's digit classifier
                                (metrics/digit_classifier.py; not comparable with Inception FIDs).
+  bpd                          asked for by name: bits per dimension of test images through the
+                               probability-flow ODE (likelihood_eval.py), beside the uniform
+                               density's 8.
+For sampling.kind="dpm_solver" a step count is the network evaluations (sampling.nfe), for a
+fixed-step "ode" its steps; an adaptive "ode" runs one job. Each row states its network
+evaluations per image (the last column).
 A baseline row scores held-out real images (the test split) the same way: what a perfect model
 would get at that sample count. Numbers from fewer than the paper's 50,000 samples, or against a
 subset of the training set, are marked as not comparable with published ones.
@@ -27,8 +33,11 @@ from absl import logging
 
 from mcvd_jax.core.eval_runner import EvalJob, Evaluation, config_fingerprint
 from mcvd_jax.core.keys import EVAL_STREAM, stream_key
-from mcvd_jax.image_diffusion.config import CLASSIFIER_METRICS, INCEPTION_METRICS, Checked
-from mcvd_jax.image_diffusion.sampling import draw_images, image_sampler, load_params
+from mcvd_jax.image_diffusion.config import (CLASSIFIER_METRICS, INCEPTION_METRICS,
+                                             LIKELIHOOD_METRICS, Checked)
+from mcvd_jax.image_diffusion.likelihood_eval import bpd_job, bpd_markdown
+from mcvd_jax.image_diffusion.sampling import (draw_images, image_sampler, load_params,
+                                               network_evals_per_image)
 from mcvd_jax.metrics.fvd import feature_stats, frechet_distance_from_stats
 
 PAPER_SAMPLES = 50_000
@@ -165,13 +174,40 @@ def _cell(results: dict, metric: str) -> str:
   return f"{value:.2f}" if metric.endswith("fid") else f"{value:.3f}"
 
 
+def sampler_setting(section: Any, steps: int) -> tuple[Any, str, str]:
+  """(sampling section, job name, label) of one entry of eval.step_counts: the loop steps of
+  DDPM/DDIM/SMLD, the network evaluations of dpm_solver, the fixed steps of a fixed-step ode
+  (an adaptive ode has no step count)."""
+  sampling = section.copy_and_resolve_references()
+  kind = section.kind
+  if kind == "dpm_solver":
+    sampling.nfe = int(steps)
+    return sampling, f"dpm_solver_{steps}_nfe", f"DPM_SOLVER, nfe {steps}"
+  if kind == "ode" and section.ode.adaptive:
+    return sampling, "ode_adaptive", "ODE, adaptive"
+  if kind == "ode":
+    sampling.ode.num_steps, sampling.ode.dt0 = int(steps), 0.0  # 0: unset
+    return sampling, f"ode_{steps}_steps", f"ODE, {steps} steps"
+  sampling.subsample = int(steps)
+  return sampling, f"{kind}_{steps}_steps", f"{kind.upper()}, {steps} steps"
+
+
 def markdown_table(entries: dict, metrics: tuple[str, ...], notes: list[str]) -> str:
-  """One row per job (sampler step counts, then the baseline), one column per metric."""
-  header = ["images", "samples"] + [_LABELS[m] for m in metrics]
+  """One row per job (sampler step counts, then the baseline), one column per metric; the bpd
+  job as its own paragraph."""
+  bpd = [entry for entry in entries.values() if entry.get("kind") == "bpd"]
+  entries = {k: entry for k, entry in entries.items() if entry.get("kind") != "bpd"}
+  metrics = tuple(m for m in metrics if m not in LIKELIHOOD_METRICS)
+  if not entries:
+    return "\n".join([bpd_markdown(entry) for entry in bpd] + [""] + [f"- {n}" for n in notes])
+  header = ["images", "samples"] + [_LABELS[m] for m in metrics] + ["network evals"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  notes = notes + [bpd_markdown(entry) for entry in bpd]
   for entry in entries.values():
     cells = [entry["label"], str(entry["results"].get("num_samples", "–"))]
-    lines.append("| " + " | ".join(cells + [_cell(entry["results"], m) for m in metrics]) + " |")
+    cells += [_cell(entry["results"], m) for m in metrics]
+    lines.append("| " + " | ".join(cells + [str(entry.get("network_evals_per_image", "–"))])
+                 + " |")
   return "\n".join(lines + [""] + [f"- {note}" for note in notes])
 
 
@@ -193,10 +229,8 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
                                         scorers=[sc.fingerprint for sc in scorers])
 
   def job_for(steps: int) -> EvalJob:
-    sampling = s.copy_and_resolve_references()
-    sampling.subsample = int(steps)
+    sampling, name, label = sampler_setting(s, steps)
     sample_fn = image_sampler(cfg, config.diffusion, sampling)
-    name = f"{s.kind}_{steps}_steps"
     key = stream_key(config.seed, EVAL_STREAM, name)
 
     def compute_batch(first: int, count: int) -> dict[str, np.ndarray]:
@@ -206,10 +240,12 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
         arrays["images"] = images
       return arrays
 
-    return job(name, f"{s.kind.upper()}, {steps} steps", compute_batch, e.num_samples,
-               {**base_fingerprint, "sampling": sampling.to_dict(), "num_samples": e.num_samples})
+    evals = network_evals_per_image(cfg, checked.diffusion, sampling)
+    return job(name, label, compute_batch, e.num_samples,
+               {**base_fingerprint, "sampling": sampling.to_dict(), "num_samples": e.num_samples},
+               "adaptive" if evals is None else evals)
 
-  def job(name, label, compute_batch, num_items, fingerprint) -> EvalJob:
+  def job(name, label, compute_batch, num_items, fingerprint, evals="–") -> EvalJob:
     keys = {f"{sc.name}_features" for sc in scorers}
     keys |= {"inception_probs"} if "is" in metrics else set()
     keys |= {"classifier_probs"} if any(sc.name == "classifier" for sc in scorers) else set()
@@ -217,7 +253,8 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
                    expected_keys=frozenset(keys), compute_batch=compute_batch,
                    batch_size=e.batch_size,
                    summarize=lambda arrays: summarize(arrays, reference, metrics, e.pr_k),
-                   markdown=lambda entry: "", describe={"label": label})
+                   markdown=lambda entry: "",
+                   describe={"label": label, "network_evals_per_image": evals})
 
   test = dataset.test_images()
   num_test = min(e.num_samples, len(test))
@@ -235,7 +272,13 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
   if "classifier_fid" in metrics:
     notes.append("classifier FID uses the project's MNIST digit classifier, not Inception: it is "
                  "not comparable with any published FID")
-  jobs = tuple(job_for(int(steps)) for steps in e.step_counts) + (baseline,)
+  sample_metrics = [m for m in metrics if m not in LIKELIHOOD_METRICS]
+  # An adaptive ODE ignores the step counts: one job.
+  counts = (e.step_counts[:1] if s.kind == "ode" and s.ode.adaptive else e.step_counts)
+  jobs = (tuple(job_for(int(steps)) for steps in counts) + (baseline,)) if sample_metrics else ()
+  if "bpd" in metrics:
+    jobs += (bpd_job(config, cfg, params, checked.diffusion, test, base_fingerprint,
+                     e.batch_size),)
   return Evaluation(
       source=source, jobs=jobs,
       summary={"dataset": config.data.dataset, "metrics": list(metrics), "sampler": s.kind,

@@ -22,7 +22,8 @@ from mcvd_jax.core.keys import SAMPLE_STREAM, item_keys, stream_key
 from mcvd_jax.core.media import image_grid, to_uint8, write_sample_files
 from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.core.weights import load_weights
-from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
+from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
+                                        sampler_from_config)
 from mcvd_jax.image_diffusion.config import Checked
 from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
@@ -61,6 +62,12 @@ def image_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any
   return _cached_sampler(cfg, as_json(diffusion_section), as_json(sampling_section))
 
 
+def network_evals_per_image(cfg: UNetConfig, diffusion: Any, sampling_section: Any) -> int | None:
+  """Network evaluations per image of the section's sampler (None: an adaptive ODE solve)."""
+  return network_evals(sampler_from_config(make_denoise_fn(cfg), diffusion, sampling_section),
+                       sampling_section)
+
+
 def draw_images(sample_fn: Callable, params: Any, key: jax.Array, first: int, count: int,
                 batch_size: int, mesh=None) -> np.ndarray:
   """Images first .. first + count - 1 of the stream `key`: uint8 [count, H, W, C]."""
@@ -94,6 +101,7 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
       os.path.join(workdir, f"samples_{s.kind}_{steps}"), image_grid(images), {"images": images},
       {"source": source, "sampler": s.kind, "steps": int(steps), "noise": config.diffusion.noise,
        "target": config.diffusion.target, "num_images": int(s.num_images),
+       "network_evals": network_evals_per_image(cfg, checked.diffusion, s),
        "seed": int(config.seed)})
   logging.info("wrote %s and .npz", path)
   return path

@@ -34,12 +34,13 @@ REGULARISERS = ("kinetic", "jacobian_frobenius")
 
 
 class CnfState(NamedTuple):
-  """The solved state. z: [B, ...]; log_det: [B], ∫ div f dt so far; regularisers: one [B]
-  integral per requested regulariser, in the order asked for."""
+  """The solved state. z: [B, ...]; log_det: [B], ∫ div f dt so far; regularisers: [B, R], the
+  integral of each requested regulariser in the order asked for (R may be 0: one array rather
+  than a tuple, because diffrax cannot carry an empty tuple in its state)."""
 
   z: jax.Array
   log_det: jax.Array
-  regularisers: tuple[jax.Array, ...]
+  regularisers: jax.Array
 
 
 class CnfDynamics(NamedTuple):
@@ -129,8 +130,10 @@ def make_cnf_dynamics(field_fn: FieldFn, *, divergence: str = "hutchinson",
       dz, div, jac_sq = hutchinson_divergence(f, state.z, eps)
     dims = math.prod(state.z.shape[1:])
     rates = {"kinetic": 0.5 * _per_sample_mean(dz**2), "jacobian_frobenius": jac_sq / dims}
-    return CnfState(dz, div, tuple(rates[name].astype(state.log_det.dtype)
-                                   for name in regularisers))
+    integrands = [rates[name].astype(state.log_det.dtype) for name in regularisers]
+    stacked = (jnp.stack(integrands, axis=-1) if integrands
+               else jnp.zeros(state.regularisers.shape, state.log_det.dtype))
+    return CnfState(dz, div, stacked)
 
   return CnfDynamics(vector_field, divergence, probe, regularisers)
 
@@ -138,7 +141,7 @@ def make_cnf_dynamics(field_fn: FieldFn, *, divergence: str = "hutchinson",
 def cnf_error_mask(dynamics: CnfDynamics) -> CnfState:
   """z and log-density under error control, the regulariser states not (as FFJORD/RNODE/MRCNF,
   whose 1e20 tolerances leave them out)."""
-  return CnfState(True, True, tuple(False for _ in dynamics.regularisers))
+  return CnfState(True, True, False)
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:
@@ -162,10 +165,11 @@ def cnf_log_density(dynamics: CnfDynamics, x: jax.Array, params: Any, settings: 
   else:
     eps = None
   zeros = jnp.zeros(x.shape[:1], x.dtype)
-  state0 = CnfState(x, zeros, tuple(zeros for _ in dynamics.regularisers))
+  state0 = CnfState(x, zeros, jnp.zeros(x.shape[:1] + (len(dynamics.regularisers),), x.dtype))
   sol = solve(dynamics.vector_field, state0, t0, t1, params, settings, batch_args=(eps, cond),
               error_mask=cnf_error_mask(dynamics))
   z, log_det, integrals = sol.ys
   return CnfOutput(log_density=standard_normal_log_prob(z) + log_det, z=z, log_det=log_det,
-                   regularisers=dict(zip(dynamics.regularisers, integrals)),
+                   regularisers={name: integrals[:, i]
+                                 for i, name in enumerate(dynamics.regularisers)},
                    num_evals=sol.num_evals)

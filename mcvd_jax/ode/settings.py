@@ -103,7 +103,9 @@ def check_settings(settings: OdeSettings) -> OdeSettings:
 def settings_from_config(section: Any, name: str = "ode") -> OdeSettings:
   """section: an ml_collections ConfigDict or a mapping with any of OdeSettings' fields (the
   others keep their defaults); name: its path in the config (e.g. "mrcnf.ode"), used in errors.
-  Unknown fields are errors, so a misspelt setting never silently falls back to a default."""
+  Unknown fields are errors, so a misspelt setting never silently falls back to a default.
+  dt0 and num_steps of 0 mean unset (None): a config field holding None cannot be set from a
+  command-line flag, so configs write 0."""
   if not hasattr(section, "items"):
     raise OdeConfigError(f"{name} must be a config section (ConfigDict or mapping), "
                          f"not {type(section).__name__}")
@@ -112,6 +114,9 @@ def settings_from_config(section: Any, name: str = "ode") -> OdeSettings:
   if unknown:
     raise OdeConfigError(f"{name}.{unknown[0]} is not an ODE setting; the settings are "
                          f"{', '.join(FIELDS)}")
+  for unset_by_zero in ("dt0", "num_steps"):
+    if values.get(unset_by_zero) == 0:
+      values[unset_by_zero] = None
   settings = OdeSettings(**values, section=name)
   if isinstance(settings.solver, str):
     settings = settings._replace(solver=settings.solver.lower())

@@ -29,7 +29,8 @@ from mcvd_jax.core.bench import gflop, time_train_step, timed, timing_report
 
 flags.DEFINE_list("models", ["smmnist", "small"], "Named model sizes to time.")
 flags.DEFINE_list("parts", ["forward", "train", "sampler"],
-                  "What to time: forward, train, sampler (per model), data (input pipeline), fvd "
+                  "What to time: forward, train, sampler (per model), samplers (seconds per video "
+                  "block of each --sampler_settings entry), data (input pipeline), fvd "
                   "(I3D features of 16-frame 224x224 clips).")
 flags.DEFINE_integer("data_videos", 43_264, "data: videos in the synthetic cache (BAIR's train).")
 flags.DEFINE_integer("data_batches", 100, "data: timed train_batch calls per clip length.")
@@ -38,6 +39,11 @@ flags.DEFINE_float("accelerator_tflops", 989.0,
 flags.DEFINE_integer("sampler_steps", 100, "DDPM steps of the sampler call.")
 flags.DEFINE_integer("sampler_repeats", 1, "Timed repeats of the sampler call.")
 flags.DEFINE_string("dtype", "float32", "Compute dtype (float32 or bfloat16).")
+flags.DEFINE_list("sampler_settings", ["ddpm:100", "ddim:50", "ode:adaptive", "ode:heun10",
+                                       "dpm_solver:10", "dpm_solver:20", "dpm_singlestep3:12"],
+                  "samplers: KIND:SETTING pairs timed per video (ddpm/ddim: loop steps; ode: "
+                  "adaptive or heunN fixed steps; dpm_solver: NFE of DPM-Solver++(2M); "
+                  "dpm_singlestep3: NFE of DPM-Solver-3).")
 
 # The paper's SMMNIST network and a small one for quick checks.
 MODEL_SIZES = {
@@ -50,7 +56,7 @@ MODEL_SIZES = {
 
 
 def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
-                sampler_repeats: int, dtype: str) -> dict:
+                sampler_repeats: int, dtype: str, sampler_settings=()) -> dict:
   import jax
   import jax.numpy as jnp
 
@@ -92,7 +98,68 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
     result["sampler"] = {"kind": "ddpm", "steps": network_calls,
                          **timing_report(median, times, None, compile_s, sampler_gflop,
                                          batch * cfg.num_frames)}
+  if "samplers" in parts:
+    result["samplers"] = bench_samplers(cfg, params, x, cond, keys[2], sampler_settings,
+                                        sampler_repeats)
   return result
+
+
+def sampling_section(setting: str):
+  """The `sampling` config section of one --sampler_settings entry (KIND:SETTING)."""
+  import ml_collections
+
+  from configs import default
+  kind, _, value = setting.partition(":")
+  section = ml_collections.ConfigDict(default.get_config().sampling.to_dict())
+  if kind in ("ddpm", "ddim"):
+    section.kind, section.subsample = kind, int(value)
+  elif kind == "ode":
+    section.kind = "ode"
+    if value.startswith("heun"):
+      section.ode.adaptive, section.ode.solver, section.ode.num_steps = False, "heun", int(value[4:])
+  elif kind in ("dpm_solver", "dpm_singlestep3"):
+    section.kind, section.nfe = "dpm_solver", int(value)
+    if kind == "dpm_singlestep3":
+      section.dpm_method, section.dpm_order = "singlestep", 3
+  else:
+    raise app.UsageError(f"--sampler_settings: unknown {setting!r}; kinds are ddpm, ddim, ode, "
+                         f"dpm_solver, dpm_singlestep3")
+  return section
+
+
+def bench_samplers(cfg, params, x, cond, key, settings, repeats: int) -> list[dict]:
+  """Seconds per video block (one sample call on the batch, divided by its size) and network
+  evaluations of each sampler setting; an adaptive ODE's evaluations are counted by one solve of
+  the same input."""
+  import numpy as np
+
+  from mcvd_jax.core.compilation import jit
+  from mcvd_jax.diffusion.continuous import network_model, vp_schedule
+  from mcvd_jax.diffusion.factory import (Diffusion, network_evals, ode_settings,
+                                          sampler_from_config)
+  from mcvd_jax.diffusion.noise import isotropic
+  from mcvd_jax.diffusion.pf_ode import solve_pf_ode
+  from mcvd_jax.diffusion.schedules import linear_schedule
+  from mcvd_jax.models import make_denoise_fn
+  diffusion = Diffusion("ddpm", isotropic(), schedule=linear_schedule())
+  denoise, rows = make_denoise_fn(cfg), []
+  vp = vp_schedule(diffusion.schedule)
+  for setting in settings:
+    section = sampling_section(setting)
+    sampler = sampler_from_config(denoise, diffusion, section)
+    start = time.perf_counter()
+    compiled = jit(sampler.sample).lower(params, x, cond, key).compile()
+    compile_s = time.perf_counter() - start
+    median, times, _ = timed(lambda: compiled(params, x, cond, key), repeats)
+    evals = network_evals(sampler, section)
+    if evals is None:  # adaptive
+      model, ode = network_model(denoise, vp, diffusion.noise_model), ode_settings(section)
+      sol = jit(lambda p, y, c: solve_pf_ode(model, vp, y, p, ode, c))(params, x, cond)
+      evals = int(np.asarray(sol.num_evals)) + int(section.denoise)
+    rows.append({"setting": setting, "network_evals": evals,
+                 "seconds_per_video": median / x.shape[0], "compile_s": compile_s,
+                 "times_s": times})
+  return rows
 
 
 def paper_train_step(cfg, lr: float, warmup: int, jit_fn):
@@ -210,5 +277,6 @@ def run(flags_values) -> dict:
   model_parts = [p for p in f.parts if p not in ("data", "fvd")]
   for name in f.models if model_parts else []:
     report["results"].append(bench_model(name, f.batch, model_parts, f.repeats, f.sampler_steps,
-                                         f.sampler_repeats, f.dtype))
+                                         f.sampler_repeats, f.dtype,
+                                         getattr(f, "sampler_settings", ())))
   return report

@@ -16,7 +16,8 @@ from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.keys import EVAL_STREAM, stream_key
 from mcvd_jax.core.media import frames_to_unit_range, to_uint8
 from mcvd_jax.core.sharding import pad_rows
-from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
+from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
+                                        sampler_from_config)
 from mcvd_jax.metrics import protocols
 from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.models import UNetConfig, make_denoise_fn
@@ -63,6 +64,15 @@ def video_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any
 
   return _cached_video_sampler(cfg, as_json(diffusion_section), as_json(sampling_section),
                                num_frames)
+
+
+def sampler_network_evals(cfg: UNetConfig, diffusion_section: Any,
+                          sampling_section: Any) -> int | None:
+  """Network evaluations per rollout block of the config's sampler (None: an adaptive ODE solve,
+  whose count depends on the block), for the evaluation report."""
+  sampler = sampler_from_config(make_denoise_fn(cfg), diffusion_from_config(diffusion_section),
+                                sampling_section)
+  return network_evals(sampler, sampling_section)
 
 
 def protocol_key(seed: int, name: str) -> jax.Array:

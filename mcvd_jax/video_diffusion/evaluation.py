@@ -30,7 +30,7 @@ from mcvd_jax.metrics import baselines, evaluation, protocols
 from mcvd_jax.models import UNetConfig
 from mcvd_jax.video_diffusion.config import Checked, EvalSettings
 from mcvd_jax.video_diffusion.eval_sampling import (horizon, protocol_key, sample_batch,
-                                                    video_sampler)
+                                                    sampler_network_evals, video_sampler)
 from mcvd_jax.video_diffusion.sampling import load_for_sampling
 from mcvd_jax.video_diffusion.tasks import Masking, enabled_tasks
 
@@ -127,6 +127,8 @@ def markdown_section(entry: dict) -> str:
            "± 95% interval over videos." + (" The baseline row scores the same clips made "
                                             "from the given frames alone." if rows else ""), "",
            evaluation.markdown_table(results, columns, leading, baselines=rows), ""]
+  if "sampler" in entry:
+    lines += [entry["sampler"] + ".", ""]
   others = [m for m in computed if m not in columns]
   if others:
     lines += [f"Also computed (see {REPORT_JSON}): {', '.join(others)}.", ""]
@@ -190,7 +192,15 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
                  num_items=p.num_test_videos, batch_size=size,
                  expected_keys=frozenset(keys),
                  compute_batch=compute_batch, summarize=summarize, markdown=markdown_section,
-                 describe={"protocol": dataclasses.asdict(p)})
+                 describe={"protocol": dataclasses.asdict(p),
+                           "sampler": sampler_description(cfg, diffusion, config.sampling)})
+
+
+def sampler_description(cfg: UNetConfig, diffusion: Any, sampling: Any) -> str:
+  """The sampler and its network evaluations per rollout block, for the report."""
+  evals = sampler_network_evals(cfg, diffusion, sampling)
+  count = ("adaptive (sampling.ode tolerances)" if evals is None else str(evals))
+  return f"sampler {sampling.kind}: {count} network evaluations per block"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,7 +226,9 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
   jobs = tuple(protocol_job(config, cfg, params, diffusion_section, dataset, settings, source,
                             mesh, weights, p) for p in chosen)
   summary = {"dataset": config.data.dataset,
-             "sampler": {"kind": config.sampling.kind, "subsample": config.sampling.subsample}}
+             "sampler": {"kind": config.sampling.kind, "subsample": config.sampling.subsample,
+                         "network_evals_per_block": sampler_network_evals(
+                             cfg, diffusion_section, config.sampling)}}
   return Evaluation(source=source, jobs=jobs, summary=summary, to_json=evaluation.to_json)
 
 

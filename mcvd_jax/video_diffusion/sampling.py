@@ -20,7 +20,8 @@ from absl import logging
 from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.media import frames_to_unit_range, to_uint8, video_grid, write_sample_files
 from mcvd_jax.core.weights import load_weights
-from mcvd_jax.diffusion.factory import diffusion_from_config, initial_scale, sampler_from_config
+from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
+                                        sampler_from_config)
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.config import Checked
@@ -102,6 +103,9 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
       os.path.join(workdir, f"samples_{task}"), picture, {"videos": video},
       {"task": task, "shape": list(video.shape), "seconds_with_compile": seconds,
        "source": source, "sampler": config.sampling.kind, "steps": int(len(sampler.labels)),
+       # per block (the rollout runs ceil(frames / T) blocks); null: an adaptive ODE solve
+       "network_evals_per_block": network_evals(sampler, config.sampling),
+       "blocks": -(-int(given.num_frames) // cfg.num_frames),
        "update_rule": config.sampling.get("update_rule", "robust"),
        "noise": diffusion.noise_model.name, "target": diffusion.target,
        "prediction": diffusion.prediction})
