@@ -1,0 +1,85 @@
+"""The README's first commands: the `:quick` config trains, and the shipped demo model
+(demo/smmnist_quick, EMA weights exported from a longer :quick run) samples every task its
+network supports, through the very command the README prints."""
+
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import smmnist
+from mcvd_jax.core import loop
+from mcvd_jax.core.modes import run_mode
+from mcvd_jax.core.config_checks import ConfigError
+from mcvd_jax.video_diffusion.family import FAMILY as MCVD
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo" / "smmnist_quick"
+
+
+def readme_command(marker: str) -> list[str]:
+  """The README command line (backslash continuations joined) that contains `marker`."""
+  text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+  lines = [line for line in text.splitlines() if marker in line and "python -m" in line]
+  assert lines, f"no README command contains {marker!r}"
+  return shlex.split(lines[0][lines[0].index("python -m"):])
+
+
+def test_quick_config_trains_a_few_steps(tmp_path):
+  config = smmnist.get_config("quick")
+  for field, value in {"batch_size": 8, "num_steps": 2, "log_every": 1, "sample_every": 0,
+                       "eval_every": 0, "checkpoint_every": 2}.items():
+    setattr(config.training, field, value)
+  state = loop.train_and_evaluate(config, str(tmp_path), MCVD)
+  assert int(state.step) == 2
+  assert (tmp_path / "checkpoints" / "2").is_dir()
+
+
+def test_demo_model_directory_is_small_and_describes_itself():
+  meta = (DEMO / "model_config.json").read_text()
+  for words in ('"prediction": "x0"', '"provenance"', '"step"'):
+    assert words in meta
+  size = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
+  assert size < 10e6, f"the demo model is {size / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("task", ["prediction", "generation"])
+def test_demo_model_samples_each_task_it_supports(tmp_path, task):
+  config = smmnist.get_config("quick")
+  config.sampling.task, config.sampling.batch_size = task, 2
+  config.sampling.num_frames, config.sampling.subsample = 5, 10
+  path = run_mode(MCVD, config, str(tmp_path), "sample", str(DEMO))
+  meta = (tmp_path / f"samples_{task}.json").read_text()
+  assert "model directory" in meta and '"prediction": "x0"' in meta
+  video = np.load(tmp_path / f"samples_{task}.npz")["videos"]
+  assert video.shape[:2] == (2, 5 + (5 if task == "prediction" else 0)) and video.std() > 0
+  assert Image.open(path).n_frames == video.shape[1]
+
+
+def test_demo_model_refuses_interpolation_with_the_reason(tmp_path):
+  config = smmnist.get_config("quick")
+  config.sampling.task = "interpolation"
+  with pytest.raises(ConfigError, match="needs future frames"):
+    run_mode(MCVD, config, str(tmp_path), "sample", str(DEMO))
+
+
+@pytest.mark.slow
+def test_the_readme_demo_command_predicts_moving_digits(tmp_path):
+  command = readme_command("--checkpoint=demo/smmnist_quick")
+  command = [sys.executable if part == "python" else part for part in command]
+  command = [f"--workdir={tmp_path}" if part.startswith("--workdir=") else part
+             for part in command]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  gif = next(tmp_path.glob("samples_*.gif"))
+  videos = np.load(gif.with_suffix(".npz"))["videos"]
+  # Predicted frames hold digits on a dark background, not grey noise: most pixels are dark and
+  # a few are bright (a uniform grey or noise sample has neither).
+  predicted = videos[:, 5:].astype(np.float32) / 255
+  assert np.mean(predicted < 0.2) > 0.7 and np.mean(predicted > 0.6) > 0.02
+  assert re.search(r"samples_\w+\.gif", str(gif))
