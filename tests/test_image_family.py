@@ -129,7 +129,7 @@ def test_summary_and_table_on_hand_made_features():
   entries = {"a": {"label": "DDPM, 10 steps", "results": good},
              "b": {"label": "baseline", "results": bad}}
   table = evaluation.markdown_table(entries, metrics, ["a note"])
-  assert table.splitlines()[0] == "| images | samples | FID | precision | recall | IS |"
+  assert table.splitlines()[0] == ("| images | samples | FID | precision | recall | IS | network evals |")
   assert "| DDPM, 10 steps | 200 |" in table and "1.00 ± 0.00" in table and "- a note" in table
   assert image_config.eval_metrics(mnist.get_config("tiny")) == ("classifier_fid", "recognisable")
   assert image_config.eval_metrics(cifar10.get_config("tiny")) == metrics
