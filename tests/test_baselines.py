@@ -88,8 +88,11 @@ def _job(monkeypatch, name, metrics, frames):
                    ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), n_head_channels=8)
   settings = EvalSettings((), 3, 2, metrics, 2, 4, False, "")
   import ml_collections
-  config = ml_collections.ConfigDict({"seed": 0, "sampling": {}, "model": {}, "data": {}})
-  job = mcvd_eval.protocol_job(config, cfg, None, ml_collections.ConfigDict(), _Clips(frames),
+  from configs import default
+  base = default.get_config()  # the report names the sampler and its network evaluations
+  config = ml_collections.ConfigDict({"seed": 0, "sampling": base.sampling.to_dict(),
+                                      "model": {}, "data": {}})
+  job = mcvd_eval.protocol_job(config, cfg, None, base.diffusion, _Clips(frames),
                                settings, "test", None, {"i3d_params": {}}, p)
   arrays = [job.compute_batch(0, 2), job.compute_batch(2, 1)]
   scores = {k: np.concatenate([a[k] for a in arrays]) for k in job.expected_keys}
