@@ -58,7 +58,7 @@ def test_isotropic_noise_gives_identical_numbers_for_both_targets(kind):
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_identity_covariance_through_the_fourier_path_matches_isotropic(monkeypatch, kind, target):
-  monkeypatch.setattr(noise_lib, "gff_amplitude", lambda h, w: np.ones((h, w)))
+  monkeypatch.setattr(noise_lib, "gff_amplitude", lambda h, w, mean_amplitude=1.0: np.ones((h, w)))
   iso = loss_and_sample(kind, target, noise_lib.isotropic())
   flat = loss_and_sample(kind, target, noise_lib.gff())  # Σ = I through the FFTs
   for name, a, b in zip(("loss", "perturbed", "sample"), flat, iso):
