@@ -31,23 +31,11 @@ VARIANTS = ("", "gff", "smld", "smld+gff", "tiny", "gff+tiny", "smld+tiny", "sml
 def get_config(arg=None):
   parts = default.parse_variant("configs/celeba.py", arg, ("smld", "gff", "tiny"), VARIANTS)
   config = image_default.get_config()
-  config.data.dataset = "celeba"
-  config.data.random_flip = True
-  m = config.model
-  m.image_size, m.channels = 64, 3
-  m.ngf, m.ch_mult, m.num_res_blocks = 128, (1, 2, 2, 2), 2
-  m.attn_resolutions, m.n_head_channels, m.dropout = (16,), 128, 0.1
-  config.optim.lr, config.optim.warmup, config.optim.grad_clip = 2e-4, 5000, 1.0
-  t = config.training
-  t.batch_size, t.ema_rate, t.num_steps = 128, 0.9999, 1_300_000
-  t.log_every, t.sample_every, t.checkpoint_every = 100, 10_000, 10_000
+  image_default.ddpm_cifar10_recipe(config, "celeba", image_size=64, num_steps=1_300_000)
   if "gff" in parts:
     config.diffusion.noise = "gff"
   if "smld" in parts:
-    d, s = config.diffusion, config.sampling
-    d.kind, d.sigma_begin, d.sigma_end, d.num_steps = "smld", 90.0, 0.01, 500
-    s.kind, s.subsample, s.step_lr, s.n_steps_each, s.denoise = "smld", 0, 3.3e-6, 5, True
-    config.eval.step_counts = (500, 100, 50, 20, 10)
+    image_default.use_smld(config, sigma_begin=90.0, num_levels=500, step_lr=3.3e-6)
   if "tiny" in parts:
     image_default.make_tiny(config, ngf=16)
     config.model.image_size = 32  # make_tiny's two levels (32, 16) then reach its 16x16 attention

@@ -29,23 +29,11 @@ def get_config(arg=None):
                                 ("", "gff", "smld", "smld+gff", "tiny", "gff+tiny", "smld+tiny",
                                  "smld+gff+tiny"))
   config = image_default.get_config()
-  config.data.dataset = "cifar10"
-  config.data.random_flip = True
-  m = config.model
-  m.image_size, m.channels = 32, 3
-  m.ngf, m.ch_mult, m.num_res_blocks = 128, (1, 2, 2, 2), 2
-  m.attn_resolutions, m.n_head_channels, m.dropout = (16,), 128, 0.1
-  config.optim.lr, config.optim.warmup, config.optim.grad_clip = 2e-4, 5000, 1.0
-  t = config.training
-  t.batch_size, t.ema_rate, t.num_steps = 128, 0.9999, 800_000
-  t.log_every, t.sample_every, t.checkpoint_every = 100, 10_000, 10_000
+  image_default.ddpm_cifar10_recipe(config, "cifar10", image_size=32, num_steps=800_000)
   if "gff" in parts:
     config.diffusion.noise = "gff"
   if "smld" in parts:
-    d, s = config.diffusion, config.sampling
-    d.kind, d.sigma_begin, d.sigma_end, d.num_steps = "smld", 50.0, 0.01, 232
-    s.kind, s.subsample, s.step_lr, s.n_steps_each, s.denoise = "smld", 0, 6.2e-6, 5, True
-    config.eval.step_counts = (232, 100, 50, 20, 10)
+    image_default.use_smld(config, sigma_begin=50.0, num_levels=232, step_lr=6.2e-6)
   if "tiny" in parts:
     image_default.make_tiny(config, ngf=16)
   return config

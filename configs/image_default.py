@@ -70,6 +70,33 @@ def get_config(arg=None):
   return config
 
 
+def ddpm_cifar10_recipe(config, dataset: str, image_size: int, num_steps: int) -> None:
+  """The DDPM CIFAR-10 network and recipe (Ho et al. 2020), which score_sde also trains CelebA
+  with: ngf 128, ch_mult (1, 2, 2, 2), 2 residual blocks, attention at 16x16, dropout 0.1; Adam
+  2e-4, 5,000 warm-up steps, clip 1, batch 128, EMA 0.9999, random horizontal flips; RGB
+  images of `image_size`, trained `num_steps` steps."""
+  config.data.dataset = dataset
+  config.data.random_flip = True
+  m = config.model
+  m.image_size, m.channels = image_size, 3
+  m.ngf, m.ch_mult, m.num_res_blocks = 128, (1, 2, 2, 2), 2
+  m.attn_resolutions, m.n_head_channels, m.dropout = (16,), 128, 0.1
+  config.optim.lr, config.optim.warmup, config.optim.grad_clip = 2e-4, 5000, 1.0
+  t = config.training
+  t.batch_size, t.ema_rate, t.num_steps = 128, 0.9999, num_steps
+  t.log_every, t.sample_every, t.checkpoint_every = 100, 10_000, 10_000
+
+
+def use_smld(config, sigma_begin: float, num_levels: int, step_lr: float) -> None:
+  """NCSNv2's annealed Langevin setting of a dataset: geometric sigmas from sigma_begin to 0.01
+  over num_levels, 5 Langevin steps per level with step_lr, a final denoising step; the eval
+  table's first row visits every level."""
+  d, s = config.diffusion, config.sampling
+  d.kind, d.sigma_begin, d.sigma_end, d.num_steps = "smld", sigma_begin, 0.01, num_levels
+  s.kind, s.subsample, s.step_lr, s.n_steps_each, s.denoise = "smld", 0, step_lr, 5, True
+  config.eval.step_counts = (num_levels, 100, 50, 20, 10)
+
+
 def make_tiny(config, ngf: int) -> None:
   """The `:tiny` variant of an image config: a two-level network of width `ngf` (attention at
   16x16, no dropout) and a few steps, samples and evaluation images, for smoke runs and tests."""
