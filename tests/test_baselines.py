@@ -11,7 +11,9 @@ import pytest
 from mcvd_jax.metrics import baselines, evaluation, fvd, protocols
 from mcvd_jax.models import UNetConfig
 from mcvd_jax.video_diffusion import evaluation as mcvd_eval
+from mcvd_jax.diffusion.pf_ode import EvalTally
 from mcvd_jax.video_diffusion.config import EvalSettings
+from mcvd_jax.video_diffusion.eval_sampling import VideoSampler
 
 
 def clips(n=3, t=6, size=8, seed=0):
@@ -76,13 +78,19 @@ class _Clips:
     return self.frames[:count, :num_frames]
 
 
-def _job(monkeypatch, name, metrics, frames):
+def _job(monkeypatch, name, metrics, frames, tally=None):
   """The protocol job of `name` on 3 clips, with the sampler replaced by one that returns the
-  real clips off by one grey level (so the "model" scores far better than the baseline)."""
+  real clips off by one grey level (so the "model" scores far better than the baseline). With a
+  tally (an adaptive sampler's), each video's two blocks record 10 + video index evaluations."""
   monkeypatch.setattr(fvd, "i3d_features", _stand_in_features)
-  monkeypatch.setattr(mcvd_eval, "video_sampler", lambda *args: None)
-  monkeypatch.setattr(mcvd_eval, "sample_batch", lambda sampler, params, p, cfg, real, *rest:
-                      np.repeat(real[:, None] ^ 1, p.samples_per_video, axis=1))
+  monkeypatch.setattr(mcvd_eval, "video_sampler", lambda *args: VideoSampler(None, tally))
+
+  def sample_batch(sampler, params, p, cfg, real, *rest):
+    if tally is not None:
+      for video in real:
+        tally.add([10 + int(video[0, 0, 0, 0] == frames[2, 0, 0, 0, 0]) * 2] * 2)
+    return np.repeat(real[:, None] ^ 1, p.samples_per_video, axis=1)
+  monkeypatch.setattr(mcvd_eval, "sample_batch", sample_batch)
   p = protocols.get(name).with_overrides(3, 2, metrics)
   cfg = UNetConfig(image_size=16, channels=1, num_frames=p.pred_frames, num_frames_cond=2, ngf=8,
                    ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), n_head_channels=8)
@@ -122,3 +130,17 @@ def test_eval_reports_the_baseline_for_prediction_and_interpolation_only(monkeyp
 
   _, results = _job(monkeypatch, "bair_gen_1+15", ("fvd",), frames)
   assert "fvd" in results and "baseline" not in results
+
+
+def test_eval_reports_the_evaluations_an_adaptive_sampler_used(monkeypatch):
+  frames = clips(n=3, t=40, size=16, seed=1)
+  frames[:, 0, 0, 0, 0] = [0, 1, 2]  # tells the stand-in sampler which video it samples
+  p, results = _job(monkeypatch, "smmnist_pred_5to10", ("mse",), frames, tally=EvalTally())
+  # videos 0 and 1 (first batch): 2 blocks of 10 each; video 2 (second batch): 2 blocks of 12
+  assert results["network_evals"] == {"mean": (4 * 10 + 2 * 12) / 6, "min": 10, "max": 12,
+                                      "blocks": 6}
+  text = mcvd_eval.markdown_section({"protocol": p.__dict__ | {"table": p.table},
+                                     "results": results, "sampler": "sampler ode: adaptive"})
+  assert "sampler ode: adaptive (measured: 10.7 on average, 10 to 12, over 6 blocks)." in text
+  _, fixed = _job(monkeypatch, "smmnist_pred_5to10", ("mse",), frames)
+  assert "network_evals" not in fixed

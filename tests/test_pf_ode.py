@@ -152,7 +152,16 @@ def test_pf_ode_matches_the_closed_form_flow(noise_model):
   sampler = make_ode_sampler(g.model(), VP, OdeSettings(rtol=1e-5, atol=1e-5), denoise=False)
   x = jax.jit(sampler.sample)(None, jnp.asarray(x1), None)
   np.testing.assert_allclose(x, g.exact_flow(x1), atol=3e-3)
-  assert sampler.num_evals is None  # adaptive
+  assert sampler.num_evals is None  # adaptive: the tally records what each call used
+  settings = OdeSettings(rtol=1e-5, atol=1e-5)
+  joint = solve_pf_ode(g.model(), VP, jnp.asarray(x1), None, settings).num_evals
+  np.testing.assert_array_equal(sampler.tally.take(), [int(joint)])
+  # Compiled and vmapped (as the evaluation's rollouts): one count per sample, each its own solve.
+  jax.jit(jax.vmap(lambda x: sampler.sample(None, x[None], None)))(jnp.asarray(x1))
+  alone = [int(solve_pf_ode(g.model(), VP, jnp.asarray(x1[i:i + 1]), None, settings).num_evals)
+           for i in range(len(x1))]
+  assert sorted(sampler.tally.take()) == sorted(alone) and len(set(alone)) > 1
+  assert sampler.tally.take().size == 0
 
 
 def _sampling(kind="ode", **fields):

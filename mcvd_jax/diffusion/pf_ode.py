@@ -20,6 +20,7 @@ the DDPM/DDIM samplers' final step.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import jax
@@ -63,16 +64,44 @@ def fixed_step_evals(settings: OdeSettings, t0: float, t1: float) -> int | None:
   return EVALS_PER_STEP[settings.solver] * steps + INITIAL_EVALS[settings.solver]
 
 
+class EvalTally:
+  """Host-side record of the network evaluations of adaptive solves, fed from compiled code.
+
+  An adaptive solve's count depends on its input, so a report can only state what the solves
+  used. The sampler hands each call's count (denoising step included; one for a joint solve of
+  the batch, one per sample in vmap mode) to `add` through jax.debug.callback, which runs once
+  per vmapped element and per device shard; `take` waits for pending callbacks and returns (and
+  clears) the counts recorded so far.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._counts: list[int] = []
+
+  def add(self, evals: Any) -> None:
+    with self._lock:
+      self._counts.extend(int(n) for n in np.asarray(evals).reshape(-1))
+
+  def take(self) -> np.ndarray:
+    """int64 [N]: the counts of the N solves since the last take, in no particular order."""
+    jax.effects_barrier()
+    with self._lock:
+      counts, self._counts = self._counts, []
+    return np.asarray(counts, np.int64)
+
+
 def make_ode_sampler(model: Model, vp: VPSchedule, settings: OdeSettings, *, denoise: bool = True,
                      clip: bool = True) -> Sampler:
   """The `Sampler` of the PF-ODE: sample(params, x_init, cond, key=None, noises=None,
   cond_mask=None) -> x [B, H, W, T*C] from x_init = Σ^{1/2} z (key and noises unused: the flow
   is deterministic). denoise: return x̂0 at t = 1/N (clipped to [-1, 1] when clip). num_evals is
   the network evaluations per call for fixed steps, None for adaptive ones (they depend on the
-  input; solve_pf_ode reports them). labels: the labels at the two ends of the solve."""
+  input: each call records its count in the sampler's `tally`, an EvalTally). labels: the labels
+  at the two ends of the solve."""
   check_settings(settings)
   evals = fixed_step_evals(settings, vp.t_start, vp.t_end)
   num_evals = None if evals is None else evals + int(denoise)
+  tally = EvalTally() if num_evals is None else None  # adaptive: counted as it runs
 
   def finish(params, x, cond, cond_mask):
     x0, _ = model(params, x, vp.t_end, cond, cond_mask)
@@ -80,12 +109,15 @@ def make_ode_sampler(model: Model, vp: VPSchedule, settings: OdeSettings, *, den
 
   def sample(params, x_init, cond, key=None, noises=None, cond_mask=None):
     del key, noises
-    x = solve_pf_ode(model, vp, x_init, params, settings, cond, cond_mask).ys
-    return finish(params, x, cond, cond_mask) if denoise else x
+    sol = solve_pf_ode(model, vp, x_init, params, settings, cond, cond_mask)
+    if tally is not None:
+      jax.debug.callback(tally.add, sol.num_evals + int(denoise))
+    return finish(params, sol.ys, cond, cond_mask) if denoise else sol.ys
 
   def step(params, x, i, cond, key=None, noises=None, cond_mask=None):
     raise ValueError("sampling.kind='ode' integrates in one adaptive solve and has no per-step "
                      "update: call sample, or use sampling.kind='ddim' for a stepwise sampler")
 
   labels = np.asarray([0, vp.num_labels - 1])
-  return Sampler(sample, step, labels, vp.num_labels - 1 if denoise else None, num_evals)
+  return Sampler(sample, step, labels, vp.num_labels - 1 if denoise else None, num_evals,
+                 tally)

@@ -56,6 +56,9 @@ class Sampler(NamedTuple):
   # Network evaluations per `sample` call where they are fixed (pf_ode.py, dpm_solver.py); None
   # for the samplers built here (network_evals counts them) and for an adaptive ODE solve.
   num_evals: int | None = None
+  # An adaptive ODE solve's host-side record of the evaluations each `sample` call used
+  # (pf_ode.EvalTally); None where num_evals or network_evals says it in advance.
+  tally: Any = None
 
 
 def _full_labels(x: jax.Array, label) -> jax.Array:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import ml_collections
@@ -44,20 +44,28 @@ def make_video_sampler(rollout: Callable, num_frames: int) -> Callable:
   return sample
 
 
+class VideoSampler(NamedTuple):
+  """sample: as make_video_sampler's function. tally: the block sampler's EvalTally (an adaptive
+  ODE solve records each block's network evaluations there), None where the count is fixed."""
+
+  sample: Callable
+  tally: Any = None
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_video_sampler(cfg: UNetConfig, diffusion_json: str, sampling_json: str,
-                          num_frames: int) -> Callable:
+                          num_frames: int) -> VideoSampler:
   """One sampler function per setting for the life of the process, so evaluating again (a
   notebook, a resumed run in the same process) reuses its compilation instead of tracing anew."""
   diffusion = diffusion_from_config(ml_collections.ConfigDict(json.loads(diffusion_json)))
   sampler = sampler_from_config(make_denoise_fn(cfg), diffusion,
                                 ml_collections.ConfigDict(json.loads(sampling_json)))
   rollout = make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion))
-  return make_video_sampler(rollout, num_frames)
+  return VideoSampler(make_video_sampler(rollout, num_frames), sampler.tally)
 
 
 def video_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any,
-                  num_frames: int) -> Callable:
+                  num_frames: int) -> VideoSampler:
   """`make_video_sampler` around the rollout of the config's diffusion and sampler sections."""
   def as_json(section):
     return json.dumps(section.to_dict(), sort_keys=True, default=list)

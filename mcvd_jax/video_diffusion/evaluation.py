@@ -128,7 +128,10 @@ def markdown_section(entry: dict) -> str:
                                             "from the given frames alone." if rows else ""), "",
            evaluation.markdown_table(results, columns, leading, baselines=rows), ""]
   if "sampler" in entry:
-    lines += [entry["sampler"] + ".", ""]
+    measured = results.get("network_evals")
+    lines += [entry["sampler"] + (f" (measured: {measured['mean']:.1f} on average, "
+                                  f"{measured['min']} to {measured['max']}, over "
+                                  f"{measured['blocks']} blocks)" if measured else "") + ".", ""]
   others = [m for m in computed if m not in columns]
   if others:
     lines += [f"Also computed (see {REPORT_JSON}): {', '.join(others)}.", ""]
@@ -148,11 +151,15 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
   keys = evaluation.score_keys(p.metrics)
   if baseline:
     keys |= {f"baseline/{k}" for k in keys}
+  if sampler.tally is not None:
+    keys |= set(MEASURED_EVALS_KEYS)
 
   def compute_batch(first: int, count: int) -> dict[str, np.ndarray]:
     real = clips[first:first + count]
-    fake = sample_batch(sampler, params, p, cfg, real, item_keys(key, first, count, s), rows,
-                        mesh)
+    if sampler.tally is not None:
+      sampler.tally.take()  # drop counts of any earlier, unfinished call
+    fake = sample_batch(sampler.sample, params, p, cfg, real, item_keys(key, first, count, s),
+                        rows, mesh)
     scored = fake
     if baseline:  # scored as one more sample: the real clips' features are computed once
       made = baselines.make_baseline(baseline, real, p.cond_frames, p.future_frames)
@@ -168,6 +175,8 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
         arrays[k] = arrays[k] if real_side else arrays[k][:, :s]
     if settings.save_samples:
       arrays["samples"] = fake
+    if sampler.tally is not None:
+      arrays.update(measured_evals(sampler.tally.take(), count))
     return arrays
 
   def summarize(scores: dict[str, np.ndarray]) -> dict:
@@ -180,6 +189,8 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
     if baseline:
       results["baseline"] = {"name": baseline, "label": baselines.LABELS[baseline],
                              **report("baseline/")}
+    if sampler.tally is not None:
+      results["network_evals"] = summarize_measured_evals(scores)
     return results
 
   fingerprint = config_fingerprint(
@@ -194,6 +205,30 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
                  compute_batch=compute_batch, summarize=summarize, markdown=markdown_section,
                  describe={"protocol": dataclasses.asdict(p),
                            "sampler": sampler_description(cfg, diffusion, config.sampling)})
+
+
+# Per-batch arrays of an adaptive sampler's measured evaluations (pf_ode.EvalTally): the tally
+# cannot tell which video a count belongs to, so each row of a batch holds the batch's figures.
+MEASURED_EVALS_KEYS = ("evals/sum", "evals/blocks", "evals/min", "evals/max")
+
+
+def measured_evals(counts: np.ndarray, rows: int) -> dict[str, np.ndarray]:
+  """counts: the network evaluations of every block one batch sampled (padding rows included)
+  -> MEASURED_EVALS_KEYS arrays of `rows` rows, the batch's totals on its first row."""
+  if counts.size == 0:
+    raise RuntimeError("the adaptive ODE sampler recorded no network evaluations for this batch")
+  first = lambda value: np.asarray([value] + [0] * (rows - 1), np.int64)  # noqa: E731
+  same = lambda value: np.full(rows, value, np.int64)  # noqa: E731
+  return {"evals/sum": first(counts.sum()), "evals/blocks": first(counts.size),
+          "evals/min": same(counts.min()), "evals/max": same(counts.max())}
+
+
+def summarize_measured_evals(scores: dict[str, np.ndarray]) -> dict:
+  """The batches' measured_evals arrays -> {mean, min, max, blocks}: network evaluations per
+  rollout block over every block sampled."""
+  blocks = int(scores["evals/blocks"].sum())
+  return {"mean": float(scores["evals/sum"].sum() / blocks), "min": int(scores["evals/min"].min()),
+          "max": int(scores["evals/max"].max()), "blocks": blocks}
 
 
 def sampler_description(cfg: UNetConfig, diffusion: Any, sampling: Any) -> str:

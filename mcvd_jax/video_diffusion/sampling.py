@@ -103,8 +103,10 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
       os.path.join(workdir, f"samples_{task}"), picture, {"videos": video},
       {"task": task, "shape": list(video.shape), "seconds_with_compile": seconds,
        "source": source, "sampler": config.sampling.kind, "steps": int(len(sampler.labels)),
-       # per block (the rollout runs ceil(frames / T) blocks); null: an adaptive ODE solve
-       "network_evals_per_block": network_evals(sampler, config.sampling),
+       # per block (the rollout runs ceil(frames / T) blocks); an adaptive ODE solve's are
+       # those its blocks used (the batch is solved jointly: one count per block)
+       "network_evals_per_block": (network_evals(sampler, config.sampling)
+                                   if sampler.tally is None else sampler.tally.take().tolist()),
        "blocks": -(-int(given.num_frames) // cfg.num_frames),
        "update_rule": config.sampling.get("update_rule", "robust"),
        "noise": diffusion.noise_model.name, "target": diffusion.target,
