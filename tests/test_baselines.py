@@ -11,9 +11,9 @@ import pytest
 from mcvd_jax.metrics import baselines, evaluation, fvd, protocols
 from mcvd_jax.models import UNetConfig
 from mcvd_jax.video_diffusion import evaluation as mcvd_eval
+from mcvd_jax.diffusion.factory import BuiltSampler
 from mcvd_jax.diffusion.pf_ode import EvalTally
 from mcvd_jax.video_diffusion.config import EvalSettings
-from mcvd_jax.video_diffusion.eval_sampling import VideoSampler
 
 
 def clips(n=3, t=6, size=8, seed=0):
@@ -83,7 +83,7 @@ def _job(monkeypatch, name, metrics, frames, tally=None):
   real clips off by one grey level (so the "model" scores far better than the baseline). With a
   tally (an adaptive sampler's), each video's two blocks record 10 + video index evaluations."""
   monkeypatch.setattr(fvd, "i3d_features", _stand_in_features)
-  monkeypatch.setattr(mcvd_eval, "video_sampler", lambda *args: VideoSampler(None, tally))
+  monkeypatch.setattr(mcvd_eval, "video_sampler", lambda *args: BuiltSampler(None, tally))
 
   def sample_batch(sampler, params, p, cfg, real, *rest):
     if tally is not None:
@@ -138,7 +138,7 @@ def test_eval_reports_the_evaluations_an_adaptive_sampler_used(monkeypatch):
   p, results = _job(monkeypatch, "smmnist_pred_5to10", ("mse",), frames, tally=EvalTally())
   # videos 0 and 1 (first batch): 2 blocks of 10 each; video 2 (second batch): 2 blocks of 12
   assert results["network_evals"] == {"mean": (4 * 10 + 2 * 12) / 6, "min": 10, "max": 12,
-                                      "blocks": 6}
+                                      "solves": 6}
   text = mcvd_eval.markdown_section({"protocol": p.__dict__ | {"table": p.table},
                                      "results": results, "sampler": "sampler ode: adaptive"})
   assert "sampler ode: adaptive (measured: 10.7 on average, 10 to 12, over 6 blocks)." in text

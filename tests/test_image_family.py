@@ -126,10 +126,15 @@ def test_summary_and_table_on_hand_made_features():
   assert good["fid"] < 0.5 < 30 < bad["fid"]  # FID of N(3·1, I) vs N(0, I) in 4-d: 36
   assert good["precision"] > 0.8 and bad["precision"] < 0.1 and bad["recall"] < 0.1
   assert good["is"] == pytest.approx(1.0)
-  entries = {"a": {"label": "DDPM, 10 steps", "results": good},
+  adaptive = {**good, "network_evals": {"mean": 41.25, "min": 38, "max": 47, "solves": 200}}
+  entries = {"a": {"label": "DDPM, 10 steps", "results": good, "network_evals_per_image": 11},
+             "c": {"label": "ODE, adaptive", "results": adaptive,
+                   "network_evals_per_image": "adaptive"},
              "b": {"label": "baseline", "results": bad}}
   table = evaluation.markdown_table(entries, metrics, ["a note"])
   assert table.splitlines()[0] == ("| images | samples | FID | precision | recall | IS | network evals |")
   assert "| DDPM, 10 steps | 200 |" in table and "1.00 ± 0.00" in table and "- a note" in table
+  assert table.splitlines()[2].endswith("| 11 |")
+  assert table.splitlines()[3].endswith("| adaptive: 41.2 (38–47) |")
   assert image_config.eval_metrics(mnist.get_config("tiny")) == ("classifier_fid", "recognisable")
   assert image_config.eval_metrics(cifar10.get_config("tiny")) == metrics

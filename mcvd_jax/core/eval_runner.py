@@ -202,3 +202,28 @@ def run_evaluation(evaluation: Evaluation, workdir: str) -> str:
     write_text(os.path.join(workdir, REPORT_MD), "\n".join(lines))
   logging.info("wrote %s and %s", json_path, os.path.join(workdir, REPORT_MD))
   return json_path
+
+
+# Per-batch arrays of what a sampler that counts as it runs (an adaptive ODE solve,
+# diffusion.pf_ode.EvalTally) used: the counts cannot be told apart by item, so a batch's totals
+# sit on its first row (min and max on every row), which concatenates and resumes like scores.
+MEASURED_EVALS_KEYS = ("evals/sum", "evals/solves", "evals/min", "evals/max")
+
+
+def measured_evals(counts: np.ndarray, rows: int) -> dict[str, np.ndarray]:
+  """counts: the network evaluations of every solve one batch ran (a video's blocks, an image;
+  padding rows included) -> MEASURED_EVALS_KEYS arrays of `rows` rows."""
+  if counts.size == 0:
+    raise RuntimeError("the sampler recorded no network evaluations for this batch")
+  first = lambda value: np.asarray([value] + [0] * (rows - 1), np.int64)  # noqa: E731
+  same = lambda value: np.full(rows, value, np.int64)  # noqa: E731
+  return {"evals/sum": first(counts.sum()), "evals/solves": first(counts.size),
+          "evals/min": same(counts.min()), "evals/max": same(counts.max())}
+
+
+def summarize_measured_evals(scores: dict[str, np.ndarray]) -> dict:
+  """The batches' measured_evals arrays -> {mean, min, max, solves}: network evaluations per
+  solve over every solve of the job."""
+  solves = int(scores["evals/solves"].sum())
+  return {"mean": float(scores["evals/sum"].sum() / solves), "min": int(scores["evals/min"].min()),
+          "max": int(scores["evals/max"].max()), "solves": solves}

@@ -5,9 +5,12 @@ Only this file reads ConfigDict-like objects; everything it builds is a plain fu
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import functools
+import json
+from typing import Any, Callable, Hashable, NamedTuple
 
 import jax
+import ml_collections
 
 from mcvd_jax.diffusion.losses import make_loss_fn
 from mcvd_jax.diffusion.noise import NoiseModel, check_target, make_noise_model
@@ -168,3 +171,38 @@ def network_evals(sampler: Sampler, section: Any) -> int | None:
 def initial_scale(diffusion: Diffusion) -> float:
   """Scale of the sampler's starting noise: 1 for DDPM/DDIM, the largest sigma for SMLD."""
   return 1.0 if diffusion.kind == "ddpm" else float(diffusion.sigmas[0])
+
+
+class BuiltSampler(NamedTuple):
+  """fn: what a family's `wrap` made of a sampler (a video rollout, an image sampler); tally: the
+  sampler's EvalTally where it records its network evaluations as it runs (an adaptive ODE
+  solve), else None."""
+
+  fn: Callable
+  tally: Any = None
+
+
+def section_json(section: Any) -> str:
+  """A config section as canonical JSON: the cache key of cached_sampler."""
+  return json.dumps(section.to_dict(), sort_keys=True, default=list)
+
+
+@functools.lru_cache(maxsize=16)
+def _built_sampler(wrap: Callable, make_denoise: Callable, model_cfg: Hashable,
+                   diffusion_json: str, sampling_json: str, extra: tuple) -> BuiltSampler:
+  diffusion = diffusion_from_config(ml_collections.ConfigDict(json.loads(diffusion_json)))
+  sampler = sampler_from_config(make_denoise(model_cfg), diffusion,
+                                ml_collections.ConfigDict(json.loads(sampling_json)))
+  return BuiltSampler(wrap(model_cfg, diffusion, sampler, *extra), sampler.tally)
+
+
+def cached_sampler(wrap: Callable, make_denoise: Callable, model_cfg: Hashable,
+                   diffusion_section: Any, sampling_section: Any,
+                   extra: tuple = ()) -> BuiltSampler:
+  """wrap(model_cfg, Diffusion, Sampler, *extra) -> fn around the sampler of the two config
+  sections, on the network make_denoise(model_cfg). One BuiltSampler per setting for the life of
+  the process (keyed by the sections' contents, not their identity), so evaluating or sampling
+  again (a notebook, a resumed run, the next eval batch) reuses the compiled function instead of
+  tracing anew. wrap and make_denoise must be module-level functions (they are cache keys)."""
+  return _built_sampler(wrap, make_denoise, model_cfg, section_json(diffusion_section),
+                        section_json(sampling_section), tuple(extra))

@@ -83,7 +83,7 @@ def bench_sampler(cfg, params, noise: str, batch: int, steps: int, repeats: int)
   sampling = ml_collections.ConfigDict({
       "kind": "ddpm", "subsample": steps, "eta": 0.0, "clip_before": True, "denoise": True,
       "reference_denoise_label": False, "step_lr": 8e-6, "n_steps_each": 1})
-  sample = jit(image_sampler(cfg, diffusion, sampling))
+  sample = jit(image_sampler(cfg, diffusion, sampling).fn)
   keys = item_keys(jax.random.key(3), 0, batch)
   start = time.perf_counter()
   compiled = sample.lower(params, keys).compile()

@@ -31,7 +31,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from mcvd_jax.core.eval_runner import EvalJob, Evaluation, config_fingerprint
+from mcvd_jax.core.eval_runner import (MEASURED_EVALS_KEYS, EvalJob, Evaluation,
+                                      config_fingerprint, measured_evals,
+                                      summarize_measured_evals)
 from mcvd_jax.core.keys import EVAL_STREAM, stream_key
 from mcvd_jax.image_diffusion.config import (CLASSIFIER_METRICS, INCEPTION_METRICS,
                                              LIKELIHOOD_METRICS, Checked)
@@ -192,6 +194,14 @@ def sampler_setting(section: Any, steps: int) -> tuple[Any, str, str]:
   return sampling, f"{kind}_{steps}_steps", f"{kind.upper()}, {steps} steps"
 
 
+def _evals_cell(entry: dict) -> str:
+  """Network evaluations per image: the sampler's fixed count, or what adaptive solves used."""
+  measured = entry["results"].get("network_evals")
+  if measured:
+    return f"adaptive: {measured['mean']:.1f} ({measured['min']}–{measured['max']})"
+  return str(entry.get("network_evals_per_image", "–"))
+
+
 def markdown_table(entries: dict, metrics: tuple[str, ...], notes: list[str]) -> str:
   """One row per job (sampler step counts, then the baseline), one column per metric; the bpd
   job as its own paragraph."""
@@ -206,8 +216,7 @@ def markdown_table(entries: dict, metrics: tuple[str, ...], notes: list[str]) ->
   for entry in entries.values():
     cells = [entry["label"], str(entry["results"].get("num_samples", "–"))]
     cells += [_cell(entry["results"], m) for m in metrics]
-    lines.append("| " + " | ".join(cells + [str(entry.get("network_evals_per_image", "–"))])
-                 + " |")
+    lines.append("| " + " | ".join(cells + [_evals_cell(entry)]) + " |")
   return "\n".join(lines + [""] + [f"- {note}" for note in notes])
 
 
@@ -230,29 +239,41 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
 
   def job_for(steps: int) -> EvalJob:
     sampling, name, label = sampler_setting(s, steps)
-    sample_fn = image_sampler(cfg, config.diffusion, sampling)
+    sampler = image_sampler(cfg, config.diffusion, sampling)
     key = stream_key(config.seed, EVAL_STREAM, name)
 
     def compute_batch(first: int, count: int) -> dict[str, np.ndarray]:
-      images = draw_images(sample_fn, params, key, first, count, e.batch_size)
+      if sampler.tally is not None:
+        sampler.tally.take()  # drop counts of any earlier, unfinished call
+      images = draw_images(sampler.fn, params, key, first, count, e.batch_size)
       arrays = score_images(scorers, images)
       if e.save_samples:
         arrays["images"] = images
+      if sampler.tally is not None:
+        arrays.update(measured_evals(sampler.tally.take(), count))
       return arrays
 
     evals = network_evals_per_image(cfg, checked.diffusion, sampling)
     return job(name, label, compute_batch, e.num_samples,
                {**base_fingerprint, "sampling": sampling.to_dict(), "num_samples": e.num_samples},
-               "adaptive" if evals is None else evals)
+               "adaptive" if evals is None else evals, measured=sampler.tally is not None)
 
-  def job(name, label, compute_batch, num_items, fingerprint, evals="–") -> EvalJob:
+  def job(name, label, compute_batch, num_items, fingerprint, evals="–",
+          measured=False) -> EvalJob:
     keys = {f"{sc.name}_features" for sc in scorers}
     keys |= {"inception_probs"} if "is" in metrics else set()
     keys |= {"classifier_probs"} if any(sc.name == "classifier" for sc in scorers) else set()
+    keys |= set(MEASURED_EVALS_KEYS) if measured else set()
+
+    def summarize_job(arrays):
+      results = summarize(arrays, reference, metrics, e.pr_k)
+      if measured:
+        results["network_evals"] = summarize_measured_evals(arrays)
+      return results
+
     return EvalJob(name=name, fingerprint=fingerprint, num_items=num_items,
                    expected_keys=frozenset(keys), compute_batch=compute_batch,
-                   batch_size=e.batch_size,
-                   summarize=lambda arrays: summarize(arrays, reference, metrics, e.pr_k),
+                   batch_size=e.batch_size, summarize=summarize_job,
                    markdown=lambda entry: "",
                    describe={"label": label, "network_evals_per_image": evals})
 

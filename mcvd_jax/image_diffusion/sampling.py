@@ -7,13 +7,10 @@ images), the same images as uint8 .npz and a .json saying what drew them.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 from typing import Any, Callable
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
@@ -22,8 +19,8 @@ from mcvd_jax.core.keys import SAMPLE_STREAM, item_keys, stream_key
 from mcvd_jax.core.media import image_grid, to_uint8, write_sample_files
 from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.core.weights import load_weights
-from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
-                                        sampler_from_config)
+from mcvd_jax.diffusion.factory import (BuiltSampler, cached_sampler, initial_scale,
+                                        network_evals, sampler_from_config)
 from mcvd_jax.image_diffusion.config import Checked
 from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
@@ -47,19 +44,11 @@ def make_image_sampler(cfg: UNetConfig, diffusion: Any, sampler: Any) -> Callabl
   return sample
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_sampler(cfg: UNetConfig, diffusion_json: str, sampling_json: str) -> Callable:
-  """One function per setting for the life of the process (map_batches caches its compilation)."""
-  diffusion = diffusion_from_config(ml_collections.ConfigDict(json.loads(diffusion_json)))
-  sampler = sampler_from_config(make_denoise_fn(cfg), diffusion,
-                                ml_collections.ConfigDict(json.loads(sampling_json)))
-  return make_image_sampler(cfg, diffusion, sampler)
-
-
-def image_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any) -> Callable:
-  """`make_image_sampler` for the config's diffusion and sampling sections (cached per setting)."""
-  as_json = lambda s: json.dumps(s.to_dict(), sort_keys=True, default=list)  # noqa: E731
-  return _cached_sampler(cfg, as_json(diffusion_section), as_json(sampling_section))
+def image_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any) -> BuiltSampler:
+  """`make_image_sampler` for the config's diffusion and sampling sections, as BuiltSampler(fn,
+  tally): cached per setting (diffusion.factory.cached_sampler)."""
+  return cached_sampler(make_image_sampler, make_denoise_fn, cfg, diffusion_section,
+                        sampling_section)
 
 
 def network_evals_per_image(cfg: UNetConfig, diffusion: Any, sampling_section: Any) -> int | None:
@@ -95,13 +84,18 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
   logging.info("sampling %d images (%s, %d steps, %s noise) from %s", s.num_images, s.kind, steps,
                config.diffusion.noise, source)
   key = stream_key(config.seed, SAMPLE_STREAM)
-  images = draw_images(image_sampler(cfg, config.diffusion, s), params, key, 0, s.num_images,
-                       s.batch_size)
+  sampler = image_sampler(cfg, config.diffusion, s)
+  if sampler.tally is not None:
+    sampler.tally.take()  # drop counts of any earlier call
+  images = draw_images(sampler.fn, params, key, 0, s.num_images, s.batch_size)
+  evals = network_evals_per_image(cfg, checked.diffusion, s)
+  if sampler.tally is not None:  # an adaptive ODE solve: what each image's solve used
+    evals = sampler.tally.take().tolist()
   path = write_sample_files(
       os.path.join(workdir, f"samples_{s.kind}_{steps}"), image_grid(images), {"images": images},
       {"source": source, "sampler": s.kind, "steps": int(steps), "noise": config.diffusion.noise,
        "target": config.diffusion.target, "num_images": int(s.num_images),
-       "network_evals": network_evals_per_image(cfg, checked.diffusion, s),
+       "network_evals": evals,
        "seed": int(config.seed)})
   logging.info("wrote %s and .npz", path)
   return path

@@ -63,4 +63,5 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
       loss_fn=make_image_loss(diffusion_loss),
       train_batch=dataset.train_batch,
       meta=meta,
-      write_media=make_media_writer(config, image_sampler(cfg, config.diffusion, config.sampling)))
+      write_media=make_media_writer(
+          config, image_sampler(cfg, config.diffusion, config.sampling).fn))

@@ -4,25 +4,23 @@ rollout, padded batches sharded over the devices, one compiled sampler per setti
 
 from __future__ import annotations
 
-import functools
-import json
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
-import ml_collections
 import numpy as np
 
 from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.keys import EVAL_STREAM, stream_key
 from mcvd_jax.core.media import frames_to_unit_range, to_uint8
 from mcvd_jax.core.sharding import pad_rows
-from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
-                                        sampler_from_config)
+from mcvd_jax.diffusion.factory import (BuiltSampler, cached_sampler, diffusion_from_config,
+                                        initial_scale, network_evals, sampler_from_config)
 from mcvd_jax.metrics import protocols
 from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.models import UNetConfig, make_denoise_fn
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.tasks import task_inputs
+
 
 def make_video_sampler(rollout: Callable, num_frames: int) -> Callable:
   """sample(params, key_data, past, future) -> uint8 [B, P + num_frames + F, H, W, C].
@@ -44,34 +42,17 @@ def make_video_sampler(rollout: Callable, num_frames: int) -> Callable:
   return sample
 
 
-class VideoSampler(NamedTuple):
-  """sample: as make_video_sampler's function. tally: the block sampler's EvalTally (an adaptive
-  ODE solve records each block's network evaluations there), None where the count is fixed."""
-
-  sample: Callable
-  tally: Any = None
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_video_sampler(cfg: UNetConfig, diffusion_json: str, sampling_json: str,
-                          num_frames: int) -> VideoSampler:
-  """One sampler function per setting for the life of the process, so evaluating again (a
-  notebook, a resumed run in the same process) reuses its compilation instead of tracing anew."""
-  diffusion = diffusion_from_config(ml_collections.ConfigDict(json.loads(diffusion_json)))
-  sampler = sampler_from_config(make_denoise_fn(cfg), diffusion,
-                                ml_collections.ConfigDict(json.loads(sampling_json)))
+def _wrap_rollout(cfg: UNetConfig, diffusion: Any, sampler: Any, num_frames: int) -> Callable:
   rollout = make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion))
-  return VideoSampler(make_video_sampler(rollout, num_frames), sampler.tally)
+  return make_video_sampler(rollout, num_frames)
 
 
 def video_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any,
-                  num_frames: int) -> VideoSampler:
-  """`make_video_sampler` around the rollout of the config's diffusion and sampler sections."""
-  def as_json(section):
-    return json.dumps(section.to_dict(), sort_keys=True, default=list)
-
-  return _cached_video_sampler(cfg, as_json(diffusion_section), as_json(sampling_section),
-                               num_frames)
+                  num_frames: int) -> BuiltSampler:
+  """`make_video_sampler` around the rollout of the config's diffusion and sampler sections, as
+  BuiltSampler(fn, tally): cached per setting (diffusion.factory.cached_sampler)."""
+  return cached_sampler(_wrap_rollout, make_denoise_fn, cfg, diffusion_section, sampling_section,
+                        (num_frames,))
 
 
 def sampler_network_evals(cfg: UNetConfig, diffusion_section: Any,

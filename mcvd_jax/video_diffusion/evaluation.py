@@ -23,7 +23,9 @@ import numpy as np
 from absl import logging
 
 from mcvd_jax.core.config_checks import ConfigError
-from mcvd_jax.core.eval_runner import REPORT_JSON, EvalJob, Evaluation, config_fingerprint
+from mcvd_jax.core.eval_runner import (MEASURED_EVALS_KEYS, REPORT_JSON, EvalJob, Evaluation,
+                                      config_fingerprint, measured_evals,
+                                      summarize_measured_evals)
 from mcvd_jax.core.keys import item_keys
 from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.metrics import baselines, evaluation, protocols
@@ -131,7 +133,7 @@ def markdown_section(entry: dict) -> str:
     measured = results.get("network_evals")
     lines += [entry["sampler"] + (f" (measured: {measured['mean']:.1f} on average, "
                                   f"{measured['min']} to {measured['max']}, over "
-                                  f"{measured['blocks']} blocks)" if measured else "") + ".", ""]
+                                  f"{measured['solves']} blocks)" if measured else "") + ".", ""]
   others = [m for m in computed if m not in columns]
   if others:
     lines += [f"Also computed (see {REPORT_JSON}): {', '.join(others)}.", ""]
@@ -158,7 +160,7 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
     real = clips[first:first + count]
     if sampler.tally is not None:
       sampler.tally.take()  # drop counts of any earlier, unfinished call
-    fake = sample_batch(sampler.sample, params, p, cfg, real, item_keys(key, first, count, s),
+    fake = sample_batch(sampler.fn, params, p, cfg, real, item_keys(key, first, count, s),
                         rows, mesh)
     scored = fake
     if baseline:  # scored as one more sample: the real clips' features are computed once
@@ -205,30 +207,6 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
                  compute_batch=compute_batch, summarize=summarize, markdown=markdown_section,
                  describe={"protocol": dataclasses.asdict(p),
                            "sampler": sampler_description(cfg, diffusion, config.sampling)})
-
-
-# Per-batch arrays of an adaptive sampler's measured evaluations (pf_ode.EvalTally): the tally
-# cannot tell which video a count belongs to, so each row of a batch holds the batch's figures.
-MEASURED_EVALS_KEYS = ("evals/sum", "evals/blocks", "evals/min", "evals/max")
-
-
-def measured_evals(counts: np.ndarray, rows: int) -> dict[str, np.ndarray]:
-  """counts: the network evaluations of every block one batch sampled (padding rows included)
-  -> MEASURED_EVALS_KEYS arrays of `rows` rows, the batch's totals on its first row."""
-  if counts.size == 0:
-    raise RuntimeError("the adaptive ODE sampler recorded no network evaluations for this batch")
-  first = lambda value: np.asarray([value] + [0] * (rows - 1), np.int64)  # noqa: E731
-  same = lambda value: np.full(rows, value, np.int64)  # noqa: E731
-  return {"evals/sum": first(counts.sum()), "evals/blocks": first(counts.size),
-          "evals/min": same(counts.min()), "evals/max": same(counts.max())}
-
-
-def summarize_measured_evals(scores: dict[str, np.ndarray]) -> dict:
-  """The batches' measured_evals arrays -> {mean, min, max, blocks}: network evaluations per
-  rollout block over every block sampled."""
-  blocks = int(scores["evals/blocks"].sum())
-  return {"mean": float(scores["evals/sum"].sum() / blocks), "min": int(scores["evals/min"].min()),
-          "max": int(scores["evals/max"].max()), "blocks": blocks}
 
 
 def sampler_description(cfg: UNetConfig, diffusion: Any, sampling: Any) -> str:
