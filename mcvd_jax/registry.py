@@ -16,6 +16,7 @@ from mcvd_jax.errors import ProjectError
 FAMILIES: dict[str, str | Family] = {
     "mcvd": "mcvd_jax.video_diffusion.family:FAMILY",
     "image_diffusion": "mcvd_jax.image_diffusion.family:FAMILY",
+    "ode_video": "mcvd_jax.ode_video.family:FAMILY",
 }
 DEFAULT_FAMILY = "mcvd"
 

@@ -120,7 +120,7 @@ def test_unknown_family_lists_the_families():
   config = toy_family.toy_config()
   config.family = "gan"
   with pytest.raises(registry.UnknownFamilyError, match="config.family='gan' is unknown; use "
-                     "one of image_diffusion, mcvd, toy"):
+                     "one of image_diffusion, mcvd, ode_video, toy"):
     registry.family_of(config)
 
 
