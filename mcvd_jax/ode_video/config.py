@@ -84,5 +84,18 @@ def validate_family(config: Any, device_count: int = 1, process_count: int = 1) 
   require(1 <= config.eval.num_videos <= config.data.num_val_videos,
           f"eval.num_videos={config.eval.num_videos} must be in [1, data.num_val_videos="
           f"{config.data.num_val_videos}]")
-  times = time_grid(config.data.num_frames)
-  return Checked(cfg, ode, times, int(config.data.train_frames))
+  return Checked(cfg, ode, frame_times(config.data), int(config.data.train_frames))
+
+
+def frame_times(data: Any) -> np.ndarray:
+  """float32 [data.num_frames]: data.times when given (any increasing grid, e.g. irregular
+  sampling), else the reference's t_k = k / (num_frames - 1) over [0, 1]."""
+  if not data.times:
+    return time_grid(data.num_frames)
+  times = np.asarray(data.times, np.float32)
+  require(times.ndim == 1 and len(times) == data.num_frames,
+          f"data.times has {times.size} entries; give one time per frame (data.num_frames="
+          f"{data.num_frames}) or () for the regular grid")
+  require(bool(np.all(np.isfinite(times))) and bool(np.all(np.diff(times) > 0)),
+          f"data.times={tuple(data.times)} must be finite and strictly increasing")
+  return times
