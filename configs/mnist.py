@@ -44,5 +44,9 @@ def _quick(config):
   o.lr, o.warmup = 1e-3, 200
   t.batch_size, t.ema_rate, t.num_steps = 32, 0.995, 3000
   t.log_every, t.sample_every, t.checkpoint_every = 50, 1000, 500
+  # The network predicts the clean image: at step 500 (18 minutes on one core) an ε network's
+  # DDIM-50 grid is scribbles in salt-and-pepper noise, an x0 network's clean strokes with several
+  # readable digits (the same lesson as configs/smmnist.py:quick).
+  config.diffusion.prediction = "x0"
   config.sampling.kind, config.sampling.subsample = "ddim", 50
   config.eval.step_counts, config.eval.num_samples, config.eval.batch_size = (100, 50, 20, 10), 1000, 250
