@@ -6,20 +6,18 @@ import dataclasses
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
 import toy_family
+from resume_check import assert_same_final_state, kill_then_resume, restore_newest
 from mcvd_jax import registry
 from mcvd_jax.core import eval_runner, loop
 from mcvd_jax.core.modes import run_mode
-from mcvd_jax.core.checkpointing import Checkpointer
 from mcvd_jax.core.config_checks import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,12 +29,7 @@ def toy_registered(monkeypatch):
 
 
 def _restore(workdir, config):
-  trainer = loop.Trainer(config, str(workdir), toy_family.FAMILY)
-  checkpointer = Checkpointer(str(workdir))
-  try:
-    return checkpointer.restore_newest(trainer.abstract_state(), move_unreadable=False)
-  finally:
-    checkpointer.close()
+  return restore_newest(workdir, config, toy_family.FAMILY)
 
 
 def test_toy_family_trains_checkpoints_samples_and_evaluates(tmp_path):
@@ -100,20 +93,8 @@ def test_toy_resume_after_sigkill_is_bit_identical(tmp_path):
   config = toy_family.toy_config(num_steps=steps, checkpoint_every=1, sample_every=0)
   loop.train_and_evaluate(config, str(straight), toy_family.FAMILY)
   command = [sys.executable, str(ROOT / "tests" / "toy_family.py"), str(killed), str(steps)]
-  process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not (killed / "checkpoints" / "5").exists() and time.time() < deadline:
-    time.sleep(0.01)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  saved = sorted(int(s) for s in os.listdir(killed / "checkpoints") if s.isdigit())
-  assert saved and saved[-1] < steps, f"the run was not interrupted: {saved}"
-  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
-  (a, _), (b, _) = _restore(straight, config), _restore(killed, config)
-  assert int(a.step) == int(b.step) == steps
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  kill_then_resume(command, killed, ROOT, kill_after=5, steps=steps)
+  assert_same_final_state(straight, killed, config, toy_family.FAMILY, steps)
 
 
 def test_unknown_family_lists_the_families():

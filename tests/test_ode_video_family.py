@@ -6,19 +6,15 @@ copy-last baseline; config errors that name the field; the data's batches."""
 import json
 import os
 import pathlib
-import signal
-import subprocess
 import sys
-import time
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from configs import ode_video_mnist
+from resume_check import assert_same_final_state, kill_then_resume
 from mcvd_jax.core import loop
-from mcvd_jax.core.checkpointing import Checkpointer
 from mcvd_jax.core.config_checks import ConfigError
 from mcvd_jax.core.modes import run_mode
 from mcvd_jax.ode_video.data import moving_mnist, train_batch_fn
@@ -27,15 +23,6 @@ from mcvd_jax.ode_video.sampling import MARK, comparison_gif, mark_extrapolated
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "b+tiny"  # 32 x 32, 6 frames of which 3 are given, batch 8
-
-
-def _restore(workdir, config):
-  trainer = loop.Trainer(config, str(workdir), FAMILY)
-  checkpointer = Checkpointer(str(workdir))
-  try:
-    return checkpointer.restore_newest(trainer.abstract_state(), move_unreadable=False)
-  finally:
-    checkpointer.close()
 
 
 def test_train_batches_are_epochs_of_the_fixed_set_with_the_given_frames_only():
@@ -109,21 +96,8 @@ def test_tiny_run_trains_samples_evaluates_and_resumes_bit_identically(tmp_path)
   command = [sys.executable, "-m", "mcvd_jax.main", f"--config=configs/ode_video_mnist.py:{TINY}",
              f"--workdir={killed}", f"--config.training.num_steps={steps}",
              "--config.training.checkpoint_every=1"]
-  process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not (killed / "checkpoints" / "2").exists() and time.time() < deadline:
-    time.sleep(0.01)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  saved = sorted(int(s) for s in os.listdir(killed / "checkpoints") if s.isdigit())
-  assert saved and saved[-1] < steps, f"the run was not interrupted: {saved}"
-  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-  assert done.returncode == 0, done.stderr[-3000:]
-  (a, _), (b, _) = _restore(straight, config), _restore(killed, config)
-  assert int(a.step) == int(b.step) == steps
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  kill_then_resume(command, killed, ROOT, kill_after=2, steps=steps)
+  assert_same_final_state(straight, killed, config, FAMILY, steps)
 
   path = run_mode(FAMILY, config, str(straight), "sample")
   assert path.endswith("samples_val.gif") and os.path.exists(path.replace(".gif", ".png"))
