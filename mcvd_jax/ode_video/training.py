@@ -18,7 +18,8 @@ from mcvd_jax.core.family import TrainingSetup
 from mcvd_jax.core.media import frames_to_unit_range, to_uint8
 from mcvd_jax.ode_video.config import Checked
 from mcvd_jax.ode_video.data import moving_mnist, train_batch_fn
-from mcvd_jax.ode_video.model import init_params, make_loss_fn, predict
+from mcvd_jax.ode_video.losses import make_loss_fn
+from mcvd_jax.ode_video.model import init_params, predict
 from mcvd_jax.ode_video.sampling import comparison_gif, write_comparison
 
 
@@ -55,11 +56,11 @@ def frame_errors(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
   return np.mean(diff**2, axis=(2, 3, 4))
 
 
-def make_evaluate(checked: Checked, val: np.ndarray, batch_size: int) -> Callable:
+def make_evaluate(checked: Checked, run: Callable, val: np.ndarray, batch_size: int) -> Callable:
   """evaluate(step, state, key) -> {val_mse_reconstruction, val_mse_extrapolation}: the EMA
-  predictions' mean squared errors ([0, 1] units) on the validation videos, over the given frames
-  and over the frames after them (absent when the clips have none)."""
-  run = make_predictor(checked)
+  predictions (run: make_predictor's function) mean squared errors ([0, 1] units) on the
+  validation videos, over the given frames and over the frames after them (absent when the clips
+  have none)."""
 
   def evaluate(step, state, key):
     del step, key
@@ -75,10 +76,10 @@ def make_evaluate(checked: Checked, val: np.ndarray, batch_size: int) -> Callabl
   return evaluate
 
 
-def make_media_writer(checked: Checked, val: np.ndarray, count: int) -> Callable:
+def make_media_writer(checked: Checked, run: Callable, val: np.ndarray, count: int) -> Callable:
   """write_media(step, params, model_state, workdir, key): WORKDIR/samples/step_<step>.gif of
-  `count` validation videos, ground truth above the EMA prediction, extrapolated frames marked."""
-  run = make_predictor(checked)
+  `count` validation videos, ground truth above the EMA prediction (run: make_predictor's
+  function), extrapolated frames marked."""
   clips = val[:count]
 
   def write_media(step, params, model_state, workdir, key):
@@ -102,6 +103,7 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
           "model": json.loads(json.dumps(config.model.to_dict(), default=list)),
           "times": [float(t) for t in checked.times], "train_frames": checked.train_frames}
   t = config.training
+  run = make_predictor(checked)  # one compiled prediction for the media and the validation
   return TrainingSetup(
       description=(f"dataset: {sets.description}; variant {checked.model.variant}, "
                    f"reconstructing {checked.train_frames} of {len(checked.times)} frames"),
@@ -109,5 +111,5 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
       loss_fn=make_clip_loss(loss, checked.train_frames),
       train_batch=train_batch_fn(sets, checked.train_frames),
       meta=meta,
-      write_media=make_media_writer(checked, val, t.sample_batch_size),
-      evaluate=make_evaluate(checked, val[:config.eval.num_videos], t.batch_size))
+      write_media=make_media_writer(checked, run, val, t.sample_batch_size),
+      evaluate=make_evaluate(checked, run, val[:config.eval.num_videos], t.batch_size))
