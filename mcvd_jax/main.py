@@ -45,8 +45,15 @@ flags.DEFINE_enum("mode", "train", list(MODES), "What to run (core.modes).")
 flags.DEFINE_string("checkpoint", None, "sample and eval modes: a converted reference checkpoint "
                     "(python -m mcvd_jax.convert --out=DIR), or another run's workdir / "
                     "checkpoints/<step> directory; default: the newest checkpoint in --workdir.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host "
-                  "TPU pods and GPU clusters; arguments come from the environment).")
+flags.DEFINE_bool("distributed", False, "Join a run of several processes first (one per host of "
+                  "a TPU pod or GPU cluster): jax.distributed.initialize, with the three flags "
+                  "below where given, the cluster's environment for the rest.")
+flags.DEFINE_string("coordinator_address", None, "--distributed: HOST:PORT of process 0's "
+                    "coordination service (implies --distributed).")
+flags.DEFINE_integer("num_processes", None, "--distributed: how many processes the run has.")
+flags.DEFINE_integer("process_id", None, "--distributed: this process's id, 0 .. num_processes-1.")
+flags.DEFINE_integer("distributed_timeout", 300, "--distributed: seconds to wait for every "
+                     "process to join.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -56,20 +63,31 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from mcvd_jax.core.host_memory import keep_freed_host_memory
   keep_freed_host_memory()  # before jax's first computation (see host_memory)
-  if FLAGS.distributed:
-    import jax
-    jax.distributed.initialize()
   from mcvd_jax import registry
   from mcvd_jax.core.modes import run_mode
+  from mcvd_jax.core.preemption import PREEMPTED_EXIT_STATUS, TrainingPreempted
   from mcvd_jax.errors import ProjectError
   try:
+    _join_processes()
     family = registry.family_of(FLAGS.config)
     path = run_mode(family, FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.checkpoint)
+  except TrainingPreempted as stop:  # saved: rerunning the same command continues
+    print(stop, file=sys.stderr)
+    sys.exit(PREEMPTED_EXIT_STATUS)
   except ProjectError as error:
     sys.exit(f"error: {error}")
   if path:
     logging.info("done: %s", path)
     print(path)
+
+
+def _join_processes() -> None:
+  """--distributed (or any of its settings given): joins the multi-process run."""
+  explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  if not FLAGS.distributed and all(v is None for v in explicit):
+    return
+  from mcvd_jax.core.distributed import ProcessSettings, initialize
+  initialize(ProcessSettings(*explicit, timeout_seconds=FLAGS.distributed_timeout))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -11,11 +11,19 @@ of the core a flow or an IK regressor needs:
 
 Run as a script it registers itself and trains (the resume-after-SIGKILL test starts it so):
   python tests/toy_family.py WORKDIR NUM_STEPS [SKIP_GRAD_NORM]
+
+Its evaluation runs through the shared sharded map (metrics.sharded.map_batches), so that the
+multi-process tests evaluate over the devices of several processes. For the signal tests, the
+environment variable TOY_SIGNAL_AT=SIGNAL:PROCESS:PLACE:INDEX makes process PROCESS send itself
+SIGNAL (e.g. SIGTERM, SIGKILL) when it makes the training batch of step INDEX (PLACE "train")
+or computes the evaluation batch starting at item INDEX (PLACE "eval"): a real signal, at a
+moment the test knows.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import jax
@@ -29,6 +37,7 @@ from mcvd_jax.core.config_checks import require
 from mcvd_jax.core.eval_runner import EvalJob, Evaluation
 from mcvd_jax.core.family import Family, TrainingSetup
 from mcvd_jax.core.weights import load_weights
+from mcvd_jax.metrics.sharded import map_batches
 
 NAME = "toy"
 TEST_POINTS = 10
@@ -78,9 +87,20 @@ def predict(params: dict, x: jax.Array, x_mean: jax.Array = 0.0) -> jax.Array:
   return jnp.tanh((x - x_mean) @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
 
 
+def signal_self_at(place: str, index: int, process_index: int) -> None:
+  """Sends this process the signal TOY_SIGNAL_AT names when it names this place (module doc)."""
+  wanted = os.environ.get("TOY_SIGNAL_AT")
+  if not wanted:
+    return
+  name, process, where, at = wanted.split(":")
+  if (int(process), where, int(at)) == (process_index, place, index):
+    os.kill(os.getpid(), getattr(signal, name))
+
+
 def train_batch(noise: float, seed: int, step: int, batch_size: int, process_index: int,
                 process_count: int) -> dict:
   """Global batch `step` as a pure function of (seed, step); this process's rows only."""
+  signal_self_at("train", step, process_index)
   rng = np.random.default_rng([seed, step])
   x = rng.uniform(-1.0, 1.0, (batch_size, 1)).astype(np.float32)
   y = (np.sin(3.0 * x) + noise * rng.standard_normal(x.shape)).astype(np.float32)
@@ -141,6 +161,12 @@ def _weights(config, checked, workdir, checkpoint):
                       config.seed, init_model_state=init_model_state, what="toy checkpoints")
 
 
+def sq_error(consts, x):
+  """[B, 1] points -> [B] squared errors of the fit (the evaluation's per-item score)."""
+  params, x_mean = consts
+  return jnp.square(predict(params, x, x_mean) - jnp.sin(3.0 * x))[:, 0]
+
+
 def sample(config, checked, workdir, checkpoint):
   weights = _weights(config, checked, workdir, checkpoint)
   path = os.path.join(workdir, "toy_predictions.npy")
@@ -154,9 +180,9 @@ def evaluation(config, checked, workdir, checkpoint) -> Evaluation:
   x = test_points()
 
   def compute_batch(first, count):
-    xs = x[first:first + count]
-    fit = predict(weights.params, xs, weights.model_state["x_mean"])
-    return {"sq_error": np.asarray(jnp.square(fit - np.sin(3.0 * xs)))[:, 0]}
+    signal_self_at("eval", first, jax.process_index())
+    return {"sq_error": map_batches(sq_error, (weights.params, weights.model_state["x_mean"]),
+                                    [x[first:first + count]], batch_size=count)}
 
   job = EvalJob(name="toy_mse", fingerprint={"step": weights.step, "hidden": checked["hidden"]},
                 num_items=TEST_POINTS, batch_size=config.toy.eval_batch,

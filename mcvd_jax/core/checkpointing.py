@@ -228,7 +228,8 @@ def load_ema_params(path: str, init_params: Callable[[jax.Array], Any],
   workdir, step = find_checkpoint_dir(path)
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  # This process's first device: in a run of several processes each restores its own copy.
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
   def abstract(init):
     shapes = jax.eval_shape(init, jax.random.key(0))

@@ -25,6 +25,7 @@ from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.family import Family, TrainingSetup
 from mcvd_jax.core.modes import check_config
 from mcvd_jax.core.optim import learning_rate_schedule, make_optimizer, optim_field
+from mcvd_jax.core.preemption import PreemptionNotice, TrainingPreempted
 from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.core.train_step import (TrainState, abstract_train_state, init_train_state,
                                       make_train_step)
@@ -204,7 +205,9 @@ def train_and_evaluate(config: Any, workdir: str, family: Family,
   Writes TensorBoard summaries to WORKDIR/tensorboard, the family's media (every
   `training.sample_every` steps and at the end), its validation metrics (every
   `training.eval_every` steps and at the end) and checkpoints every `training.checkpoint_every`
-  steps and at the end. Returns the final state. `checked`: see Trainer.
+  steps and at the end. Returns the final state. `checked`: see Trainer. A SIGTERM (to any
+  process) saves a checkpoint after the current dispatch and raises TrainingPreempted
+  (core.preemption); called again, training continues from it bit for bit.
   """
   check_workdir_writable(workdir)
   trainer = Trainer(config, workdir, family, checked)
@@ -235,40 +238,49 @@ def train_and_evaluate(config: Any, workdir: str, family: Family,
     return trainer.global_batches(first, min(t.steps_per_dispatch, t.num_steps - first))
 
   batches = batches_from(step) if step < t.num_steps else None
-  while step < t.num_steps:
-    count = jax.tree.leaves(batches)[0].shape[0]
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = trainer.train_steps(state, batches)
-    previous, step = step, step + count
-    if step < t.num_steps:  # the host makes the next batches while the device trains
-      batches = batches_from(step)
-    finite = np.asarray(jax.device_get(metrics["finite"]))
-    if not finite.all():
-      bad = previous + int(np.argmin(finite)) + 1
-      if t.nonfinite_loss == "stop":
+  with PreemptionNotice() as notice:
+    while step < t.num_steps:
+      count = jax.tree.leaves(batches)[0].shape[0]
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = trainer.train_steps(state, batches)
+      previous, step = step, step + count
+      if step < t.num_steps:  # the host makes the next batches while the device trains
+        batches = batches_from(step)
+      finite = np.asarray(jax.device_get(metrics["finite"]))
+      if not finite.all():
+        bad = previous + int(np.argmin(finite)) + 1
+        if t.nonfinite_loss == "stop":
+          checkpointer.close()
+          raise NonFiniteLossError(
+              f"the loss or its gradient is not finite at step {bad}; stopped without saving "
+              f"(newest checkpoint: step {checkpointer.latest_step()}). Lower --config.optim.lr, "
+              f"check the data, or set --config.training.nonfinite_loss=skip to drop such updates")
+        logging.warning("skipped %d update(s) with a non-finite loss before step %d",
+                        int(np.sum(finite == 0)), step)
+      # Every process asks after every dispatch, so they stop together; at the end, just finish.
+      stop = notice.stop_now() and step < t.num_steps
+      window.append(metrics)
+      for hook in hooks:
+        hook(step)
+      if crossed(previous, step, t.log_every) or step == t.num_steps or stop:
+        writer.write_scalars(step, summarize_window(window))
+        window = []
+      if stop:  # no media or evaluation: a preempted machine has seconds left
+        with report.timed("checkpoint"):
+          checkpointer.save(state, trainer.checkpoint_meta())
         checkpointer.close()
-        raise NonFiniteLossError(
-            f"the loss or its gradient is not finite at step {bad}; stopped without saving "
-            f"(newest checkpoint: step {checkpointer.latest_step()}). Lower --config.optim.lr, "
-            f"check the data, or set --config.training.nonfinite_loss=skip to drop such updates")
-      logging.warning("skipped %d update(s) with a non-finite loss before step %d",
-                      int(np.sum(finite == 0)), step)
-    window.append(metrics)
-    for hook in hooks:
-      hook(step)
-    if crossed(previous, step, t.log_every) or step == t.num_steps:
-      writer.write_scalars(step, summarize_window(window))
-      window = []
-    if media and (crossed(previous, step, t.sample_every) or step == t.num_steps):
-      with report.timed("sample"):
-        paths = trainer.write_samples(step, state, writer)
-      logging.info("samples at step %d: %s", step, ", ".join(paths))
-    if evaluations and (crossed(previous, step, eval_every) or step == t.num_steps):
-      with report.timed("eval"):
-        trainer.evaluate(step, state, writer)
-    if crossed(previous, step, t.checkpoint_every) or step == t.num_steps:
-      with report.timed("checkpoint"):
-        checkpointer.save(state, trainer.checkpoint_meta())
+        writer.flush()
+        raise TrainingPreempted(step, notice.received, workdir)
+      if media and (crossed(previous, step, t.sample_every) or step == t.num_steps):
+        with report.timed("sample"):
+          paths = trainer.write_samples(step, state, writer)
+        logging.info("samples at step %d: %s", step, ", ".join(paths))
+      if evaluations and (crossed(previous, step, eval_every) or step == t.num_steps):
+        with report.timed("eval"):
+          trainer.evaluate(step, state, writer)
+      if crossed(previous, step, t.checkpoint_every) or step == t.num_steps:
+        with report.timed("checkpoint"):
+          checkpointer.save(state, trainer.checkpoint_meta())
   checkpointer.close()
   writer.flush()
   return state

@@ -37,6 +37,22 @@ def _compiled(fn: Callable, mesh: Mesh, jit_fn: Callable) -> Callable:
   return jit_fn(fn, out_shardings=NamedSharding(mesh, P()))
 
 
+def _replicated(consts: Any, sharding: NamedSharding) -> Any:
+  """consts on every device of `sharding`. With several processes, each builds its part of the
+  global arrays from its own copy (every process holds the same values): jax cannot move a
+  process-local array to other hosts' devices."""
+  if jax.process_count() == 1:
+    return jax.device_put(consts, sharding)
+
+  def replicate(x):
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+      return x
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(replicate, consts)
+
+
 def _global_batch(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """A host array that every process holds in full -> a global array sharded on axis 0."""
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
@@ -69,7 +85,7 @@ def map_batches(fn: Callable, consts: Any, arrays: Sequence[np.ndarray | None], 
     raise ValueError("map_batches got no items")
   mesh, per_call = _call_layout(mesh or make_mesh(), n, batch_size)
   compiled = _compiled(fn, mesh, jit_fn)
-  consts = jax.device_put(consts, NamedSharding(mesh, P()))
+  consts = _replicated(consts, NamedSharding(mesh, P()))
   batch_sharding = NamedSharding(mesh, P("data"))
   outputs = []
   for start in range(0, n, per_call):
