@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mcvd_jax.core import paths
 from mcvd_jax import registry
 from mcvd_jax.core.config_base import optim_section, training_section
 from mcvd_jax.core.config_checks import require
@@ -137,8 +138,8 @@ def build(config, checked) -> TrainingSetup:
     del key
     fit = np.asarray(predict(params, jnp.asarray(test_points()), model_state["x_mean"]))
     path = os.path.join(workdir, "media", f"fit_{step}.npy")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.save(path, fit)
+    paths.makedirs(os.path.dirname(path))
+    paths.save_npy(path, fit)
     image = np.clip((fit + 1.5) / 3.0, 0.0, 1.0).reshape(1, 1, TEST_POINTS, 1)
     return [path], {"fit": image}
 
@@ -170,8 +171,8 @@ def sq_error(consts, x):
 def sample(config, checked, workdir, checkpoint):
   weights = _weights(config, checked, workdir, checkpoint)
   path = os.path.join(workdir, "toy_predictions.npy")
-  np.save(path, np.asarray(predict(weights.params, jnp.asarray(test_points()),
-                                   weights.model_state["x_mean"])))
+  paths.save_npy(path, np.asarray(predict(weights.params, jnp.asarray(test_points()),
+                                          weights.model_state["x_mean"])))
   return path
 
 

@@ -4,7 +4,6 @@ that start the command line itself: several processes, signals.
   python tests/toy_main.py --config=tests/toy_config.py --workdir=W [main's flags ...]
 """
 
-import sys
 
 from absl import app
 

@@ -4,18 +4,25 @@ and a fall-back to the previous checkpoint when the newest one cannot be read.
 Layout: WORKDIR/checkpoints/<step>/{state, meta}; `state` is the TrainState as a dict, `meta` a
 JSON dict (data seed, model config, ...). Unreadable checkpoints are moved to
 WORKDIR/checkpoints_unreadable/<step> (kept for inspection, never deleted).
+
+WORKDIR is a local path or a URI (core.paths). Orbax writes local paths, gs:// and s3:// itself;
+on any other filesystem epath reaches (az://, hf://, ...) a single-process run checkpoints into a
+local cache that mirrors the step directories: each save is copied there once written, and the
+steps there are copied into the cache before anything is restored.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.train_step import TrainState
 from mcvd_jax.errors import ProjectError
 
@@ -87,19 +94,70 @@ def check_parameter_part(part: str) -> None:
                      f"of {PARAMETER_PARTS}")
 
 
+# URI schemes whose directories Orbax (TensorStore) writes itself; local paths too.
+ORBAX_SCHEMES = ("gs://", "s3://")
+
+
+class MirrorUnsupportedError(ValueError, ProjectError):
+  """Checkpoints on a filesystem Orbax does not write, in a run of several processes."""
+
+
+def written_by_orbax(directory: str) -> bool:
+  return not paths.is_uri(directory) or directory.startswith(ORBAX_SCHEMES)
+
+
+def step_names(directory: str) -> list[str]:
+  """The finished step directories (integer names) in `directory`; [] when it does not exist."""
+  if not paths.isdir(directory):
+    return []
+  return [name for name in paths.listdir(directory) if name.isdigit()]
+
+
 class Checkpointer:
-  """A thin wrapper around `ocp.CheckpointManager` for TrainStates."""
+  """A thin wrapper around `ocp.CheckpointManager` for TrainStates. `directory` is where the
+  checkpoints live (WORKDIR/checkpoints); `_local` what Orbax opens (the same, or the local
+  mirror of a filesystem Orbax does not write: see the module doc)."""
 
   def __init__(self, workdir: str, keep: int = 3, asynchronous: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.unreadable_directory = os.path.join(os.path.abspath(workdir), "checkpoints_unreadable")
+    root = paths.resolve(workdir)
+    self.directory = os.path.join(root, "checkpoints")
+    self.unreadable_directory = os.path.join(root, "checkpoints_unreadable")
     self._keep, self._asynchronous = keep, asynchronous
+    self._local = self.directory
+    if not written_by_orbax(self.directory):
+      self._start_mirror()
     self._manager = self._open()
+
+  def _start_mirror(self) -> None:
+    if jax.process_count() > 1:
+      raise MirrorUnsupportedError(
+          f"checkpoints in {self.directory}: with several processes the workdir must be a shared "
+          f"local path or on {' or '.join(ORBAX_SCHEMES)}, which Orbax writes from every "
+          f"process; this filesystem is mirrored through one process's local disk")
+    self._local = tempfile.mkdtemp(prefix="mcvd_jax_checkpoints_")
+    self._asynchronous = False  # each save is copied out as soon as it is written
+    for name in step_names(self.directory):
+      paths.copytree(os.path.join(self.directory, name), os.path.join(self._local, name))
+
+  def _mirrored(self) -> bool:
+    return self._local != self.directory
+
+  def _push(self, step: int) -> None:
+    """Copies the saved `step` out to the mirrored filesystem and deletes the steps there that
+    Orbax deleted here (max_to_keep)."""
+    target = os.path.join(self.directory, str(step))
+    if paths.exists(target):
+      paths.rmtree(target)
+    paths.copytree(os.path.join(self._local, str(step)), target)
+    kept = set(step_names(self._local))
+    for name in step_names(self.directory):
+      if name not in kept:
+        paths.rmtree(os.path.join(self.directory, name))
 
   def _open(self) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
                                            enable_async_checkpointing=self._asynchronous)
-    return ocp.CheckpointManager(self.directory, options=options)
+    return ocp.CheckpointManager(self._local, options=options)
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -113,6 +171,9 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state_to_dict(state)), meta=ocp.args.JsonSave(meta)),
         force=True)
+    if self._mirrored():
+      self._manager.wait_until_finished()
+      self._push(step)
 
   def restore(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict]:
     """The state and meta saved at `step`, laid out as `abstract_state`'s shardings."""
@@ -134,7 +195,7 @@ class Checkpointer:
     # A read-only manager of its own: partial reads need the PyTree handler for `state`, which
     # was written with the Standard one.
     reader = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(read_only=True),
+        self._local, options=ocp.CheckpointManagerOptions(read_only=True),
         item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
     try:
       check_same_parameters(reader.item_metadata(step)["state"][part], abstract_params)
@@ -188,13 +249,19 @@ class Checkpointer:
   def _move_aside(self, steps: list[int]) -> None:
     """Moves unreadable step directories out of the manager's way (a later save of the same step
     would otherwise collide with them)."""
-    os.makedirs(self.unreadable_directory, exist_ok=True)
+    paths.makedirs(self.unreadable_directory)
     for step in steps:
       source = os.path.join(self.directory, str(step))
       target = os.path.join(self.unreadable_directory, str(step))
-      if os.path.exists(target):
-        shutil.rmtree(target)
-      shutil.move(source, target)
+      if paths.exists(target):
+        paths.rmtree(target)
+      if paths.is_uri(source):  # object stores rename files, not directories
+        paths.copytree(source, target)
+        paths.rmtree(source)
+      else:
+        shutil.move(source, target)
+      if self._mirrored():
+        shutil.rmtree(os.path.join(self._local, str(step)))
       logging.warning("moved unreadable checkpoint %s to %s", source, target)
     self._manager.close()
     self._manager = self._open()
@@ -202,12 +269,14 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+    if self._mirrored():
+      shutil.rmtree(self._local, ignore_errors=True)
 
 
 def find_checkpoint_dir(path: str) -> tuple[str, int | None]:
   """(workdir whose checkpoints/ to open, a specific step or None) for a path naming a workdir,
   its checkpoints/ directory, or one checkpoints/<step> directory."""
-  path = os.path.abspath(path)
+  path = paths.resolve(path)
   if os.path.basename(path).isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
     return os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
   if os.path.basename(path) == "checkpoints":
@@ -226,7 +295,7 @@ def load_ema_params(path: str, init_params: Callable[[jax.Array], Any],
   (parameters, model_state)."""
   check_parameter_part(part)  # before newest_readable, which would take it for a damaged file
   workdir, step = find_checkpoint_dir(path)
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not paths.isdir(os.path.join(workdir, "checkpoints")):
     return None
   # This process's first device: in a run of several processes each restores its own copy.
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from mcvd_jax.core import paths
 from mcvd_jax.errors import ProjectError
 
 REPORT_JSON, REPORT_MD = "eval_report.json", "eval_report.md"
@@ -92,9 +93,8 @@ def check_or_write_meta(directory: str, fingerprint: Mapping[str, Any], write: b
   """EvalError when `directory` holds batches of other settings; else records them (on `write`)."""
   fingerprint = fingerprint_json(fingerprint)
   path = os.path.join(directory, "meta.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  if paths.exists(path):
+    saved = paths.read_json(path)
     if saved != fingerprint:
       differ = sorted(k for k in set(saved) | set(fingerprint)
                       if saved.get(k) != fingerprint.get(k))
@@ -102,10 +102,9 @@ def check_or_write_meta(directory: str, fingerprint: Mapping[str, Any], write: b
                       f"differ in: {', '.join(differ)}). Remove that directory to evaluate again, "
                       f"or use another --workdir")
     return
-  if write:
-    os.makedirs(directory, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(fingerprint, f, indent=2, sort_keys=True)
+  if write:  # whole or not at all: the other processes read it
+    paths.makedirs(directory)
+    paths.write_json(path, fingerprint, indent=2, sort_keys=True)
 
 
 def batch_path(directory: str, index: int) -> str:
@@ -114,11 +113,10 @@ def batch_path(directory: str, index: int) -> str:
 
 def load_batch(path: str, num_items: int, keys: frozenset[str]) -> dict[str, np.ndarray] | None:
   """A finished batch's arrays, or None when absent or unusable (then it is computed again)."""
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return None
   try:
-    with np.load(path, allow_pickle=False) as data:
-      arrays = {name: data[name] for name in data.files}
+    arrays = paths.load_npz(path)
   except Exception as e:  # a file cut short by a kill mid-write (writes are atomic, but disks fail)
     logging.warning("%s cannot be read (%s); computing that batch again", path, e)
     return None
@@ -130,10 +128,7 @@ def load_batch(path: str, num_items: int, keys: frozenset[str]) -> dict[str, np.
 
 def save_batch(path: str, arrays: dict[str, np.ndarray]) -> None:
   """Written to a temporary name and renamed: a kill leaves the old state or the new file."""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-  os.replace(tmp, path)
+  paths.save_npz(path, arrays)
 
 
 def clock(seconds: float) -> str:
@@ -164,7 +159,7 @@ def run_job(job: EvalJob, workdir: str) -> dict:
     elapsed = time.time() - start_time
     first_batch = first_batch or elapsed  # includes the compilation: left out of the rate
     rate = elapsed / computed if computed == 1 else (elapsed - first_batch) / (computed - 1)
-    to_do = sum(not os.path.exists(batch_path(directory, i))
+    to_do = sum(not paths.exists(batch_path(directory, i))
                 for i in range(index + 1, len(starts)))
     logging.info("%s: batch %d/%d done (%d/%d items), %s elapsed, ~%s left", job.name, index + 1,
                  len(starts), first + count, job.num_items, clock(elapsed), clock(rate * to_do))
@@ -175,17 +170,10 @@ def run_job(job: EvalJob, workdir: str) -> dict:
           "seconds": time.time() - start_time}
 
 
-def write_text(path: str, text: str) -> None:
-  """Atomically (temporary file, then rename), ending in a newline."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text if text.endswith("\n") else text + "\n")
-  os.replace(tmp, path)
-
-
 def run_evaluation(evaluation: Evaluation, workdir: str) -> str:
   """Runs every job and writes WORKDIR/eval_report.json and .md; returns the JSON path."""
-  os.makedirs(workdir, exist_ok=True)
+  workdir = paths.resolve(workdir)
+  paths.makedirs(workdir)
   logging.info("evaluating %s on %s (%d devices)", evaluation.source,
                ", ".join(job.name for job in evaluation.jobs), jax.device_count())
   entries = {job.name: run_job(job, workdir) for job in evaluation.jobs}
@@ -198,8 +186,8 @@ def run_evaluation(evaluation: Evaluation, workdir: str) -> str:
     lines.append(job.markdown(entries[job.name]))
   json_path = os.path.join(workdir, REPORT_JSON)
   if jax.process_index() == 0:
-    write_text(json_path, evaluation.to_json(report))
-    write_text(os.path.join(workdir, REPORT_MD), "\n".join(lines))
+    paths.write_text(json_path, evaluation.to_json(report))
+    paths.write_text(os.path.join(workdir, REPORT_MD), "\n".join(lines))
   logging.info("wrote %s and %s", json_path, os.path.join(workdir, REPORT_MD))
   return json_path
 

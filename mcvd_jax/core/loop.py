@@ -11,7 +11,7 @@ the newest readable checkpoint and replays exactly the batches and keys an unint
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from typing import Any
 
 import jax
@@ -20,6 +20,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.checkpointing import Checkpointer
 from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.family import Family, TrainingSetup
@@ -43,13 +44,16 @@ class NonFiniteLossError(RuntimeError, ProjectError):
 
 
 def check_workdir_writable(workdir: str) -> None:
-  """Creates `workdir` and proves it writable, before anything is compiled."""
+  """Creates `workdir` (a local path or a URI, core.paths) and proves it writable, before anything
+  is compiled."""
+  probe = os.path.join(workdir, f".write_test_{os.getpid()}_{uuid.uuid4().hex[:8]}")
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
-      pass
-  except OSError as e:
-    raise WorkdirError(f"workdir {workdir!r} is not writable ({e.strerror or e}); choose another "
+    paths.makedirs(workdir)
+    paths.write_bytes(probe, b"")
+    paths.remove(probe)
+  except Exception as e:  # OSError locally; each remote filesystem raises its own errors
+    reason = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
+    raise WorkdirError(f"workdir {workdir!r} is not writable ({reason}); choose another "
                        f"--workdir or fix its permissions") from e
 
 
@@ -170,11 +174,11 @@ class Trainer:
   def write_samples(self, step: int, state: TrainState, writer) -> list[str]:
     """The family's media of the EMA parameters at `step` (files and TensorBoard images)."""
     key = jax.random.fold_in(self.sample_key, step)
-    paths, images = self.setup.write_media(step, state.ema_params, state.model_state,
-                                           self.workdir, key)
+    written, images = self.setup.write_media(step, state.ema_params, state.model_state,
+                                             self.workdir, key)
     if images:
       writer.write_images(step, dict(images))
-    return list(paths)
+    return list(written)
 
   def evaluate(self, step: int, state: TrainState, writer) -> dict[str, float]:
     """The family's validation scalars of the train state at `step`, as `eval/<name>`."""
@@ -209,6 +213,7 @@ def train_and_evaluate(config: Any, workdir: str, family: Family,
   process) saves a checkpoint after the current dispatch and raises TrainingPreempted
   (core.preemption); called again, training continues from it bit for bit.
   """
+  workdir = paths.resolve(workdir)
   check_workdir_writable(workdir)
   trainer = Trainer(config, workdir, family, checked)
   t = config.training
@@ -216,8 +221,7 @@ def train_and_evaluate(config: Any, workdir: str, family: Family,
                trainer.setup.description, jax.device_count(), jax.devices()[0].platform,
                jax.process_count())
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    paths.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   checkpointer = Checkpointer(workdir, keep=t.keep_checkpoints)
   state = _restore_or_init(trainer, checkpointer)
   writer = make_writer(workdir)
@@ -273,8 +277,8 @@ def train_and_evaluate(config: Any, workdir: str, family: Family,
         raise TrainingPreempted(step, notice.received, workdir)
       if media and (crossed(previous, step, t.sample_every) or step == t.num_steps):
         with report.timed("sample"):
-          paths = trainer.write_samples(step, state, writer)
-        logging.info("samples at step %d: %s", step, ", ".join(paths))
+          written = trainer.write_samples(step, state, writer)
+        logging.info("samples at step %d: %s", step, ", ".join(written))
       if evaluations and (crossed(previous, step, eval_every) or step == t.num_steps):
         with report.timed("eval"):
           trainer.evaluate(step, state, writer)

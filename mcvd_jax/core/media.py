@@ -5,7 +5,7 @@ a .json saying what drew them).
 
 from __future__ import annotations
 
-import json
+import io
 import os
 from typing import Any, Mapping
 
@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+
+from mcvd_jax.core import paths
 
 
 def frames_to_unit_range(video):
@@ -42,11 +44,14 @@ def video_grid(videos: np.ndarray, columns: int | None = None, pad: int = 2) -> 
 
 
 def write_gif(path: str, frames: np.ndarray, fps: float = 4.0) -> None:
-  """frames: uint8 [T, H, W, C] with C in {1, 3}; loops forever."""
+  """frames: uint8 [T, H, W, C] with C in {1, 3}; loops forever. `path`: local or a URI."""
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
     raise ValueError(f"write_gif needs uint8 [T, H, W, 1 or 3], got {frames.dtype} {frames.shape}")
   images = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
-  images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+  buffer = io.BytesIO()
+  images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                 duration=int(1000 / fps), loop=0)
+  paths.write_bytes(path, buffer.getvalue())
 
 
 def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
@@ -55,10 +60,12 @@ def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
 
 
 def write_png(path: str, image: np.ndarray) -> None:
-  """image: uint8 [H, W, 1 or 3]."""
+  """image: uint8 [H, W, 1 or 3]. `path`: local or a URI."""
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
     raise ValueError(f"write_png needs uint8 [H, W, 1 or 3], got {image.dtype} {image.shape}")
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+  buffer = io.BytesIO()
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+  paths.write_bytes(path, buffer.getvalue())
 
 
 def write_sample_files(stem: str, picture: np.ndarray, arrays: Mapping[str, np.ndarray],
@@ -68,9 +75,8 @@ def write_sample_files(stem: str, picture: np.ndarray, arrays: Mapping[str, np.n
   `description`. Returns the picture's path."""
   path = stem + (".gif" if picture.ndim == 4 else ".png")
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    paths.makedirs(os.path.dirname(paths.resolve(stem)))
     (write_gif if picture.ndim == 4 else write_png)(path, picture)
-    np.savez_compressed(stem + ".npz", **{k: np.asarray(v) for k, v in arrays.items()})
-    with open(stem + ".json", "w") as f:
-      json.dump(dict(description), f, indent=2)
+    paths.save_npz(stem + ".npz", {k: np.asarray(v) for k, v in arrays.items()}, compressed=True)
+    paths.write_json(stem + ".json", dict(description), indent=2)
   return path

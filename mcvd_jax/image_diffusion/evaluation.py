@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.eval_runner import (MEASURED_EVALS_KEYS, EvalJob, Evaluation,
                                       config_fingerprint, measured_evals,
                                       summarize_measured_evals)
@@ -114,15 +115,14 @@ def reference_features(scorers: tuple[Scorer, ...], images: np.ndarray, descript
   """The scorers' features of the reference (training) images, computed once and cached in
   WORKDIR/eval/reference_<name>.npz (recomputed when the images or the networks differ)."""
   directory = os.path.join(workdir, "eval")
-  os.makedirs(directory, exist_ok=True)
+  paths.makedirs(directory)
   out = {}
   for scorer in scorers:
     tag = zlib.crc32(repr((description, len(images), sorted(scorer.fingerprint.items())))
                      .encode()) & 0xFFFFFFFF
     path = os.path.join(directory, f"reference_{scorer.name}_{tag:08x}.npz")
-    if os.path.exists(path):
-      with np.load(path, allow_pickle=False) as data:
-        out[f"{scorer.name}_features"] = data["features"]
+    if paths.exists(path):
+      out[f"{scorer.name}_features"] = paths.load_npz(path)["features"]
       continue
     logging.info("computing %s features of %d reference images (%s); cached in %s", scorer.name,
                  len(images), description, path)
@@ -130,10 +130,7 @@ def reference_features(scorers: tuple[Scorer, ...], images: np.ndarray, descript
              for i in range(0, len(images), batch_size)]
     features = np.concatenate(parts).astype(np.float32)
     if jax.process_index() == 0:
-      tmp = path + ".tmp"
-      with open(tmp, "wb") as f:
-        np.savez(f, features=features)
-      os.replace(tmp, path)
+      paths.save_npz(path, {"features": features})
     out[f"{scorer.name}_features"] = features
   return out
 

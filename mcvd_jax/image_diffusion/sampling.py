@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.keys import SAMPLE_STREAM, item_keys, stream_key
 from mcvd_jax.core.media import image_grid, to_uint8, write_sample_files
@@ -78,7 +79,7 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
                     checkpoint: str | None = None) -> str:
   """`--mode=sample`: `sampling.num_images` images with the config's sampler; returns the PNG."""
   s = config.sampling
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   cfg, params, source = load_params(config, checked, workdir, checkpoint)
   steps = s.subsample or config.diffusion.num_steps
   logging.info("sampling %d images (%s, %d steps, %s noise) from %s", s.num_images, s.kind, steps,

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import jax
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.family import TrainingSetup
 from mcvd_jax.core.media import frames_to_unit_range, image_grid, write_png
 from mcvd_jax.diffusion.factory import diffusion_loss_fn
@@ -37,7 +38,7 @@ def make_media_writer(config: Any, sample_fn: Callable) -> Callable:
     del model_state  # the UNet has none
     grid = image_grid(draw_images(sample_fn, params, key, 0, count, batch))
     directory = os.path.join(workdir, "samples")
-    os.makedirs(directory, exist_ok=True)
+    paths.makedirs(directory)
     path = os.path.join(directory, f"step_{step:08d}.png")
     if jax.process_index() == 0:
       write_png(path, grid)

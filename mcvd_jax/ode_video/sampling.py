@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.media import video_grid, write_gif, write_png, write_sample_files
 from mcvd_jax.core.weights import load_weights
 from mcvd_jax.ode_video.config import Checked
@@ -56,7 +57,7 @@ def comparison_strip(real: np.ndarray, fake: np.ndarray, train_frames: int,
 
 
 def write_comparison(path: str, picture: np.ndarray) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  paths.makedirs(os.path.dirname(paths.resolve(path)))
   write_gif(path, picture)
 
 
@@ -67,7 +68,7 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
   from mcvd_jax.ode_video.data import moving_mnist
   from mcvd_jax.ode_video.training import frame_errors, make_predictor
   s = config.sampling
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   weights = load_weights(workdir, checkpoint, lambda key: init_params(checked.model, key),
                          config.seed, weights=s.weights)
   sets = moving_mnist(config)

@@ -16,12 +16,12 @@ The fingerprint records the checkpoint, sampler, model, data and counts.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import numpy as np
 from absl import logging
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.config_checks import ConfigError
 from mcvd_jax.core.eval_runner import (MEASURED_EVALS_KEYS, REPORT_JSON, EvalJob, Evaluation,
                                       config_fingerprint, measured_evals,
@@ -225,7 +225,7 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
   """The protocols of the config's `eval` section on the EMA weights of the newest checkpoint in
   `workdir` (or `checkpoint`, as sample mode), checked and loaded before any sampling."""
   settings = checked.eval
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   cfg, params, diffusion_section, source = load_for_sampling(config, checked, workdir, checkpoint)
   chosen = select_protocols(config, cfg, settings)
   try:

@@ -18,6 +18,7 @@ import sys
 import ml_collections
 
 from mcvd_jax.convert.export import save_converted
+from mcvd_jax.core import paths
 from mcvd_jax.core.weights import load_weights
 from mcvd_jax.models import UNetConfig, init_params
 
@@ -25,11 +26,10 @@ from mcvd_jax.models import UNetConfig, init_params
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a training run saved in WORKDIR/config.json; FileNotFoundError saying so."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise FileNotFoundError(f"{path} is missing: {workdir} is not a training workdir "
                             f"(training writes config.json there when it starts)")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(paths.read_json(path))
 
 
 def export_model(workdir: str, out_dir: str, checkpoint: str | None = None,

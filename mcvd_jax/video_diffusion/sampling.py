@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.media import frames_to_unit_range, to_uint8, video_grid, write_sample_files
 from mcvd_jax.core.weights import load_weights
@@ -62,7 +63,7 @@ def load_for_sampling(config: Any, checked: Checked, workdir: str, checkpoint: s
   beside params; its network and diffusion settings win over the config's), a training checkpoint (--checkpoint naming a
   workdir, its checkpoints/ directory or one checkpoints/<step>; else the workdir's newest; the
   EMA or raw parameters, as `sampling.weights` says), or random weights (core.weights)."""
-  if checkpoint and os.path.exists(os.path.join(checkpoint, "model_config.json")):
+  if checkpoint and paths.exists(os.path.join(checkpoint, "model_config.json")):
     from mcvd_jax.convert.export import converted_diffusion_fields, load_converted
     cfg, params, _ = load_converted(checkpoint)
     section = ml_collections.ConfigDict(config.diffusion.to_dict())
@@ -81,7 +82,7 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
   WORKDIR/samples_<task>.gif (real clips in the top row, samples below), the samples as uint8
   .npz (`videos`) and a .json description. Returns the GIF path."""
   task, batch, horizon = config.sampling.task, config.sampling.batch_size, config.sampling.num_frames
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   cfg, params, diffusion_section, source = load_for_sampling(config, checked, workdir, checkpoint)
   logging.info("sampling %s from %s", task, source)
   diffusion = (checked.diffusion if diffusion_section is config.diffusion

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mcvd_jax.core import paths
 from mcvd_jax.core.compilation import jit
 from mcvd_jax.core.family import TrainingSetup
 from mcvd_jax.core.media import frames_to_unit_range, to_uint8, video_grid, write_gif
@@ -71,10 +72,10 @@ def make_media_writer(config: Any, cfg: UNetConfig, dataset: Any, tasks: tuple[s
   def write_media(step: int, params: Any, model_state: Any, workdir: str, key: jax.Array):
     del model_state  # MCVD's network has none
     directory = os.path.join(workdir, "samples")
-    os.makedirs(directory, exist_ok=True)
+    paths.makedirs(directory)
     need = max(clip_frames_for_task(task, cfg, s.num_frames) for task in tasks)
     clips = frames_to_unit_range(dataset.test_videos(need, t.sample_batch_size))
-    paths, images = [], {}
+    written, images = [], {}
     for i, task in enumerate(tasks):
       given = task_inputs(task, clips, cfg, s.num_frames)
       video = rollout(params, jax.random.fold_in(key, i), given.past, given.future,
@@ -84,9 +85,9 @@ def make_media_writer(config: Any, cfg: UNetConfig, dataset: Any, tasks: tuple[s
       path = os.path.join(directory, f"step_{step:08d}_{task}.gif")
       if jax.process_index() == 0:
         write_gif(path, grid)
-      paths.append(path)
+      written.append(path)
       images[f"samples/{task}"] = np.concatenate(list(grid), axis=1)[None]
-    return paths, images
+    return written, images
 
   return write_media
 
