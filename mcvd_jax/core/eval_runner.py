@@ -136,6 +136,22 @@ def clock(seconds: float) -> str:
   return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def same_choice_everywhere(arrays: dict | None, path: str) -> dict | None:
+  """A finished batch's arrays where process 0 found them too, else None. A batch's computation
+  is a collective: every process must compute the same batches, so they follow process 0 (a
+  process that cannot read what process 0 read has another view of the workdir: an error, not a
+  hang)."""
+  if jax.process_count() == 1:
+    return arrays
+  from jax.experimental import multihost_utils
+  found_by_first = bool(multihost_utils.broadcast_one_to_all(np.int32(arrays is not None)))
+  if found_by_first and arrays is None:
+    raise EvalError(f"process {jax.process_index()} cannot read {path}, which process 0 read: "
+                    f"every process of an evaluation must see the same workdir (a shared "
+                    f"path or a bucket)")
+  return arrays if found_by_first else None
+
+
 def run_job(job: EvalJob, workdir: str) -> dict:
   """Computes (batch by batch, resuming) and summarises one job -> its report entry."""
   writer = jax.process_index() == 0
@@ -146,7 +162,7 @@ def run_job(job: EvalJob, workdir: str) -> dict:
   for index, first in enumerate(starts):
     count = min(job.batch_size, job.num_items - first)
     path = batch_path(directory, index)
-    arrays = load_batch(path, count, job.expected_keys)
+    arrays = same_choice_everywhere(load_batch(path, count, job.expected_keys), path)
     if arrays is not None:
       logging.info("%s: batch %d/%d was finished earlier (%s)", job.name, index + 1, len(starts),
                    path)
