@@ -52,7 +52,13 @@ def get_config(arg=None):
   model.spatin = False          # False: concat conditioning; True: SPATIN
   model.spade_dim = 128
   model.cond_emb = False
-  model.dtype = "float32"       # compute dtype; bfloat16 on TPU/GPU
+  model.dtype = "float32"       # compute dtype: float32 or bfloat16 (mixed precision: params,
+                                # optimizer state, EMA, norm statistics, softmax, loss float32)
+  model.remat = "none"          # none | blocks | a jax.checkpoint_policies name, e.g.
+                                # dots_saveable (models/config.py REMAT_CHOICES)
+  model.kernels = "auto"        # auto (hand-written on CPU, library on GPU/TPU) | custom | library,
+                                # then NAME=CHOICE overrides, e.g. "auto,attention=library"
+                                # (NAME: bias, dropout, group_norm, fir, attention)
 
   config.diffusion = diffusion = ml_collections.ConfigDict()
   diffusion.kind = "ddpm"       # ddpm | smld

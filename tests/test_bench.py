@@ -46,3 +46,22 @@ def test_image_bench_offers_the_cifar10_train_step(monkeypatch):
   [entry] = image_bench.run(values)["results"]
   assert entry["model"] == "tiny" and entry["parameters"] > 0 and "sampler" not in entry
   assert entry["train"]["seconds_median"] > 0 and entry["train"]["images_per_second"] > 0
+
+
+def test_bench_model_reports_utilisation_and_passes_dtype_remat_kernels(monkeypatch):
+  """A forward entry of the MCVD bench on a tiny network: the config flags reach the UNet and
+  mfu = model FLOPs / seconds / peak (here a stated 1 TFLOP/s peak)."""
+  tiny = dict(image_size=8, channels=1, num_frames=2, num_frames_cond=1, ngf=8, ch_mult=(1,),
+              num_res_blocks=1, attn_resolutions=(), n_head_channels=8)
+  monkeypatch.setitem(bench.MODEL_SIZES, "tiny", tiny)
+  peak = {"device_kind": "cpu", "peak_tflops": 1.0, "peak_source": "test"}
+  result = bench.bench_model("tiny", 2, ["forward"], 1, 2, 1, "bfloat16", remat="blocks",
+                             kernels="library", peak=peak)
+  assert (result["dtype"], result["remat"], result["kernels"]) == ("bfloat16", "blocks", "library")
+  forward = result["forward"]
+  np.testing.assert_allclose(
+      forward["mfu"], forward["model_gflop_per_call"] / forward["seconds_median"] / 1e3)
+  assert forward["model_gflop_per_call"] > 0 and forward["hfu"] > 0
+  assert result["peak_memory_bytes"] is None and "peak_bytes_in_use" in result["peak_memory_note"]
+  # The train step's model FLOPs come from lowering alone (remat left out).
+  assert bench.train_step_gflop(UNetConfig(**tiny, remat="blocks"), 2) > 0

@@ -5,7 +5,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
+
+from mcvd_jax.models.kernel_choice import parse_kernels
+
+DTYPES = ("float32", "bfloat16")
+# model.remat values beyond "none" and "blocks": jax.checkpoint_policies that take no arguments.
+REMAT_POLICIES = ("dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable",
+                  "everything_saveable", "checkpoint_dots", "checkpoint_dots_with_no_batch_dims")
+REMAT_CHOICES = ("none", "blocks") + REMAT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +40,21 @@ class UNetConfig:
   spatin: bool = False  # False: concat conditioning; True: SPATIN (SPADE-modulated norms).
   spade_dim: int = 128
   cond_emb: bool = False  # The reference's optional embedding of the past-mask flag.
-  dtype: str = "float32"  # Compute dtype of convolutions and matmuls; parameters stay float32.
+  # Compute dtype of convolutions and matmuls: "float32" or "bfloat16" (mixed precision).
+  # Parameters, optimizer state and EMA stay float32; GroupNorm statistics, the attention
+  # logits and softmax, the network output and the loss are float32 either way.
+  dtype: str = "float32"
+  # Rematerialisation (gradient checkpointing) of every ResBlock and AttnBlock: "none"; "blocks"
+  # (save nothing inside a block, recompute it in the backward pass); or a jax.checkpoint_policies
+  # name from REMAT_POLICIES (e.g. "dots_saveable": keep matmul/conv outputs, recompute the rest).
+  # Parameter names are the same whatever the choice.
+  remat: str = "none"
+  # Kernel versions (kernel_choice.py): "auto" (the hand-written kernels.py ones on CPU, the
+  # plain/library ones on GPU/TPU), "custom", "library", optionally followed by per-kernel
+  # overrides NAME=CHOICE with NAME in bias, dropout, group_norm, fir, attention, e.g.
+  # "auto,attention=library" or "custom,fir=library". Same parameters and maths either way
+  # (dropout masks differ: hashed vs jax.random.bernoulli).
+  kernels: str = "auto"
 
   def __post_init__(self):
     object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
@@ -55,6 +78,13 @@ class UNetConfig:
   @property
   def compute_dtype(self) -> Any:
     return jnp.dtype(self.dtype)
+
+  @property
+  def remat_policy(self) -> Any:
+    """The jax.checkpoint policy of model.remat (None: save nothing); only used when remat !=
+    "none"."""
+    return None if self.remat in ("none", "blocks") else getattr(jax.checkpoint_policies,
+                                                                 self.remat)
 
   def validate(self) -> None:
     """Raises ValueError naming the field when the network cannot be built from these values."""
@@ -83,10 +113,12 @@ class UNetConfig:
     if self.spatin and self.cond_frames == 0:
       raise ValueError("model.spatin=True needs conditioning frames (num_frames_cond + "
                        "num_frames_future > 0)")
-    try:
-      jnp.dtype(self.dtype)
-    except TypeError as e:
-      raise ValueError(f"model.dtype={self.dtype!r} is not a dtype (use float32 or bfloat16)") from e
+    if self.dtype not in DTYPES:
+      raise ValueError(f"model.dtype={self.dtype!r} is not supported; choose one of {DTYPES} "
+                       "(bfloat16 is mixed precision: parameters and statistics stay float32)")
+    if self.remat not in REMAT_CHOICES:
+      raise ValueError(f"model.remat={self.remat!r} is not one of {REMAT_CHOICES}")
+    parse_kernels(self.kernels)
     for level, mult in enumerate(self.ch_mult):
       ch = self.ngf * mult
       if ch >= self.n_head_channels and ch % self.n_head_channels and (

@@ -7,6 +7,8 @@ the dropout hash, GroupNorm statistics, the FIR [1, 3, 3, 1] resampling, nearest
 sinusoidal time embedding and multi-head attention. Each docstring says what the hand-tuned
 version replaced and what it saved. Numerics follow the reference `unetmore` network, so
 converted checkpoints give the same outputs; the flax.linen modules using them are in layers.py.
+The tuning is CPU-specific: kernel_choice.py holds plain/library versions of the same maths and
+picks per backend (UNetConfig.kernels; by default these on CPU, the library ones elsewhere).
 """
 
 from __future__ import annotations
@@ -248,6 +250,10 @@ def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float)
   Computed heads-major ([B, N, T, D]) with a hand-written VJP that keeps the attention
   probabilities from the forward pass: XLA's CPU backward of jax.nn.dot_product_attention spent
   most of its time transposing [B, N, T, T] arrays (0.91 s vs 0.53 s at T = 1024, B = 8, N = 2).
+  Mixed precision: the logits, the softmax and its backward are float32 whatever the input dtype
+  (a bfloat16 softmax over T = 1024 positions loses most of the small probabilities); the
+  probabilities are cast back to the input dtype for the matmul with v, as
+  jax.nn.dot_product_attention does.
   """
   return _attention_fwd(q, k, v, scale)[0]
 
@@ -259,21 +265,25 @@ def _heads_major(a: jax.Array) -> jax.Array:
 
 def _attention_fwd(q, k, v, scale):
   q, k, v = _heads_major(q * scale), _heads_major(k), _heads_major(v)
-  probs = jax.nn.softmax(jnp.einsum("bntd,bnsd->bnts", q, k), axis=-1)
-  out = jnp.einsum("bnts,bnsd->bntd", probs, v)
+  logits = jnp.einsum("bntd,bnsd->bnts", q, k, preferred_element_type=jnp.float32)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bnts,bnsd->bntd", probs, v, preferred_element_type=jnp.float32).astype(v.dtype)
   return _heads_major(out), (q, k, v, probs, out)
 
 
 def _attention_bwd(scale, residuals, d_out):
   q, k, v, probs, out = residuals  # q is already scaled
   d_out = _heads_major(d_out)
-  d_v = jnp.einsum("bnts,bntd->bnsd", probs, d_out)
-  d_probs = jnp.einsum("bntd,bnsd->bnts", d_out, v)
+  f32 = jnp.float32
+  d_v = jnp.einsum("bnts,bntd->bnsd", probs, d_out, preferred_element_type=f32).astype(v.dtype)
+  d_probs = jnp.einsum("bntd,bnsd->bnts", d_out, v, preferred_element_type=f32)
   # Softmax backward: p * (dp - sum_s p dp), and sum_s p dp = sum_d out * d_out.
-  d_logits = probs * (d_probs - jnp.sum(d_out * out, axis=-1, keepdims=True))
-  d_q = jnp.einsum("bnts,bnsd->bntd", d_logits, k) * scale
-  d_k = jnp.einsum("bnts,bntd->bnsd", d_logits, q)
-  return _heads_major(d_q), _heads_major(d_k), _heads_major(d_v)
+  row = jnp.sum(d_out.astype(f32) * out.astype(f32), axis=-1, keepdims=True)
+  d_logits = (probs.astype(f32) * (d_probs - row)).astype(q.dtype)
+  d_q = jnp.einsum("bnts,bnsd->bntd", d_logits, k, preferred_element_type=f32) * scale
+  d_k = jnp.einsum("bnts,bntd->bnsd", d_logits, q, preferred_element_type=f32)
+  return (_heads_major(d_q.astype(q.dtype)), _heads_major(d_k.astype(k.dtype)),
+          _heads_major(d_v))
 
 
 multi_head_attention.defvjp(_attention_fwd, _attention_bwd)

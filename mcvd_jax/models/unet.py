@@ -78,6 +78,9 @@ class UNet(nn.Module):
             config has no conditioning frames);
     cond_mask: [B] int {0, 1}, used only with cond_emb (1 = past frames present; default all 1).
   Returns [B, H, W, T*C] float32.
+
+  With cfg.remat != "none" every ResBlock and AttnBlock is a flax `nn.remat` (jax.checkpoint) of
+  itself, with cfg.remat_policy: the parameter tree is the same as without.
   """
 
   config: UNetConfig
@@ -85,12 +88,18 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, x, labels, cond=None, cond_mask=None, train: bool = False):
     cfg = self.config
-    dtype = cfg.compute_dtype
+    dtype, ks = cfg.compute_dtype, cfg.kernels
     self._check_inputs(x, labels, cond)
     mods = {m.name: m for m in module_list(cfg)}
+    res_block, attn_block = ResBlock, AttnBlock
+    if cfg.remat != "none":
+      # Argument 4 of ResBlock.__call__ (counting self) is the Python bool `train`.
+      res_block = nn.remat(ResBlock, policy=cfg.remat_policy, static_argnums=(4,))
+      attn_block = nn.remat(AttnBlock, policy=cfg.remat_policy)
 
-    temb = dense(4 * cfg.ngf, dtype, name="temb_dense_0")(timestep_embedding(labels, cfg.ngf))
-    temb = dense(4 * cfg.ngf, dtype, name="temb_dense_1")(nn.silu(temb))
+    temb = dense(4 * cfg.ngf, dtype, name="temb_dense_0", kernels=ks)(
+        timestep_embedding(labels, cfg.ngf))
+    temb = dense(4 * cfg.ngf, dtype, name="temb_dense_1", kernels=ks)(nn.silu(temb))
     if cfg.cond_emb:
       if cond_mask is None:
         cond_mask = jnp.ones(x.shape[0], jnp.int32)
@@ -106,13 +115,14 @@ class UNet(nn.Module):
 
     def block(name, h):
       m = mods[name]
-      return ResBlock(m.out_ch, up=m.up, down=m.down, dropout=cfg.dropout, spatin=cfg.spatin,
-                      spade_dim=cfg.spade_dim, dtype=dtype, name=name)(h, temb, cond, train)
+      return res_block(m.out_ch, up=m.up, down=m.down, dropout=cfg.dropout, spatin=cfg.spatin,
+                       spade_dim=cfg.spade_dim, dtype=dtype, kernels=ks, name=name)(
+                           h, temb, cond, train)
 
     def attn(name, h):
-      return AttnBlock(cfg.n_head_channels, dtype, name=name)(h)
+      return attn_block(cfg.n_head_channels, dtype, ks, name=name)(h)
 
-    hs = [conv3x3(cfg.ngf, dtype, name="conv_in")(h)]
+    hs = [conv3x3(cfg.ngf, dtype, name="conv_in", kernels=ks)(h)]
     for level in range(cfg.num_resolutions):
       for i in range(cfg.num_res_blocks):
         h = block(f"down_{level}_block_{i}", hs[-1])
@@ -134,8 +144,9 @@ class UNet(nn.Module):
       if level != 0:
         h = block(f"up_{level}_upsample", h)
 
-    h = OutNorm(cfg.spatin, cfg.spade_dim, dtype, name="out_norm")(h, cond)
-    h = conv3x3(cfg.num_frames * cfg.channels, dtype, init_scale=0.0, name="conv_out")(h)
+    h = OutNorm(cfg.spatin, cfg.spade_dim, dtype, ks, name="out_norm")(h, cond)
+    h = conv3x3(cfg.num_frames * cfg.channels, dtype, init_scale=0.0, name="conv_out",
+                kernels=ks)(h)
     return h.astype(jnp.float32)
 
   def _check_inputs(self, x, labels, cond):

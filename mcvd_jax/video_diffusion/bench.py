@@ -5,11 +5,23 @@
   python -m mcvd_jax.bench --models=smmnist --parts=train --repeats=5   # the paper's SMMNIST step
   python -m mcvd_jax.bench --parts=data    # input pipeline vs the BAIR train step's consumption
   python -m mcvd_jax.bench --parts=fvd --batch=4 --repeats=2   # I3D features/s for FVD
+  python -m mcvd_jax.bench --models=bair --batch=64 --parts=train --dtype=bfloat16 --remat=blocks
+                                           # the paper's BAIR step (accelerator-sized)
 
 For each named model size: the jitted forward pass, one training update (forward + backward +
 clipping + Adam + EMA, donated state, as the training loop runs it) and a full DDPM sampler call
 (median seconds over repeats after a warm-up call, frames/s, and GFLOP/s from XLA's cost analysis
 of the compiled program). Parameters are random: speed does not depend on their values.
+
+Each entry also reports model FLOP utilisation (core/mfu.py): `mfu` = model FLOPs / median
+seconds / the device's peak for --dtype (table per device kind; on CPU a float32 matmul measured
+in the same run; --peak_tflops overrides). Model FLOPs (`model_gflop_per_call`) are XLA's cost
+analysis of the same program lowered without remat and before XLA's optimisations, so neither
+recomputation nor backend rewrites count and MFU compares across --remat, --kernels and backends.
+`hfu` divides the compiled program's FLOPs (`gflop_per_call`: recomputation included; about 6%
+above the lowered count on CPU even without remat) instead. The report ends with the device's
+peak memory (None where the backend does not report it, e.g. CPU). --dtype, --remat and
+--kernels go into the network's UNetConfig.
 
 `--parts=data` times the input pipeline instead: `ClipDataset.train_batch` on a synthetic frame
 cache of BAIR's size (`--data_videos` videos of 30 frames of 64x64x3, built once in a temporary
@@ -26,6 +38,7 @@ import time
 from absl import app, flags
 
 from mcvd_jax.core.bench import gflop, time_train_step, timed, timing_report
+from mcvd_jax.core.mfu import device_peak, peak_memory_bytes, with_utilisation
 
 flags.DEFINE_list("models", ["smmnist", "small"], "Named model sizes to time.")
 flags.DEFINE_list("parts", ["forward", "train", "sampler"],
@@ -38,25 +51,34 @@ flags.DEFINE_float("accelerator_tflops", 989.0,
                    "data: peak TFLOP/s fed by one host (default one H100 SXM, bf16 dense).")
 flags.DEFINE_integer("sampler_steps", 100, "DDPM steps of the sampler call.")
 flags.DEFINE_integer("sampler_repeats", 1, "Timed repeats of the sampler call.")
-flags.DEFINE_string("dtype", "float32", "Compute dtype (float32 or bfloat16).")
+flags.DEFINE_string("dtype", "float32", "Compute dtype (float32 or bfloat16): model.dtype.")
+flags.DEFINE_string("remat", "none", "model.remat: none, blocks or a jax.checkpoint_policies name.")
+flags.DEFINE_string("kernels", "auto", "model.kernels: auto, custom, library[,NAME=CHOICE...].")
+flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s for MFU (0: the device table, or the "
+                   "measured matmul rate on CPU).")
 flags.DEFINE_list("sampler_settings", ["ddpm:100", "ddim:50", "ode:adaptive", "ode:heun10",
                                        "dpm_solver:10", "dpm_solver:20", "dpm_singlestep3:12"],
                   "samplers: KIND:SETTING pairs timed per video (ddpm/ddim: loop steps; ode: "
                   "adaptive or heunN fixed steps; dpm_solver: NFE of DPM-Solver++(2M); "
                   "dpm_singlestep3: NFE of DPM-Solver-3).")
 
-# The paper's SMMNIST network and a small one for quick checks.
+# The paper's SMMNIST and BAIR networks and a small one for quick checks.
 MODEL_SIZES = {
     "smmnist": dict(image_size=64, channels=1, num_frames=5, num_frames_cond=5, ngf=64,
                     ch_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(8, 16, 32),
                     n_head_channels=64),
     "small": dict(image_size=32, channels=1, num_frames=3, num_frames_cond=2, ngf=32,
                   ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8, 16), n_head_channels=32),
+    # configs/bair.py: 1 past + 5 current 64x64x3 frames (the paper trains it at batch 64).
+    "bair": dict(image_size=64, channels=3, num_frames=5, num_frames_cond=1, ngf=192,
+                 ch_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(8, 16, 32),
+                 n_head_channels=192),
 }
 
 
 def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
-                sampler_repeats: int, dtype: str, sampler_settings=()) -> dict:
+                sampler_repeats: int, dtype: str, sampler_settings=(), remat: str = "none",
+                kernels: str = "auto", peak: dict | None = None) -> dict:
   import jax
   import jax.numpy as jnp
 
@@ -66,7 +88,11 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
   from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
   if name not in MODEL_SIZES:
     raise app.UsageError(f"unknown model size {name!r}; choose from {sorted(MODEL_SIZES)}")
-  cfg = UNetConfig(**MODEL_SIZES[name], dtype=dtype)
+  try:
+    cfg = UNetConfig(**MODEL_SIZES[name], dtype=dtype, remat=remat, kernels=kernels)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  peak = peak or device_peak(dtype)
   params = init_params(cfg, jax.random.key(0))
   n_params = sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
   keys = jax.random.split(jax.random.key(1), 3)
@@ -75,17 +101,22 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
                                       cfg.cond_frames * cfg.channels), minval=-1, maxval=1)
   labels = jnp.full((batch,), 500, jnp.int32)
   denoise = make_denoise_fn(cfg)
-  result = {"model": name, "batch": batch, "dtype": dtype, "parameters": n_params,
-            "frames_per_call": batch * cfg.num_frames}
+  result = {"model": name, "batch": batch, "dtype": dtype, "remat": remat, "kernels": kernels,
+            "parameters": n_params, "frames_per_call": batch * cfg.num_frames, **peak}
   start = time.perf_counter()
-  forward = jit(denoise).lower(params, x, labels, cond).compile()
+  forward_lowered = jit(denoise).lower(params, x, labels, cond)
+  forward = forward_lowered.compile()
   forward_compile_s = time.perf_counter() - start
   forward_gflop = gflop(forward)
   if "forward" in parts:
-    result["forward"] = timing_report(*timed(lambda: forward(params, x, labels, cond), repeats),
-                                      forward_compile_s, forward_gflop, batch * cfg.num_frames)
+    # Remat changes nothing without a backward pass: the lowered program's FLOPs are the model's.
+    result["forward"] = with_utilisation(
+        timing_report(*timed(lambda: forward(params, x, labels, cond), repeats),
+                      forward_compile_s, forward_gflop, batch * cfg.num_frames),
+        gflop(forward_lowered), peak)
   if "train" in parts:
-    result["train"] = bench_train_step(cfg, params, batch, repeats)
+    result["train"] = with_utilisation(bench_train_step(cfg, params, batch, repeats),
+                                       train_step_gflop(cfg, batch), peak)
   if "sampler" in parts:
     sampler = make_sampler(denoise, kind="ddpm", schedule=linear_schedule(), subsample=sampler_steps)
     start = time.perf_counter()
@@ -101,6 +132,10 @@ def bench_model(name: str, batch: int, parts, repeats: int, sampler_steps: int,
   if "samplers" in parts:
     result["samplers"] = bench_samplers(cfg, params, x, cond, keys[2], sampler_settings,
                                         sampler_repeats)
+  result["peak_memory_bytes"] = peak_memory_bytes()
+  if result["peak_memory_bytes"] is None:
+    result["peak_memory_note"] = (f"{jax.default_backend()} does not report "
+                                  "memory_stats()['peak_bytes_in_use']")
   return result
 
 
@@ -227,21 +262,30 @@ def bench_data(num_videos: int, num_batches: int, accelerator_tflops: float) -> 
   return result
 
 
-def bair_step_tflop(past_frames: int) -> float:
-  """FLOPs of one paper BAIR train step (batch 64, ngf 192), from the lowered program."""
+def train_step_gflop(cfg, batch: int) -> float | None:
+  """GFLOP of one paper train step of `cfg` without remat (model FLOPs: recomputation left out),
+  from XLA's cost analysis of the lowered program; nothing is compiled or run."""
+  import dataclasses
+
   import jax
   import numpy as np
 
   from mcvd_jax.core.train_step import abstract_train_state
-  from mcvd_jax.models import UNetConfig, init_params
-  cfg = UNetConfig(image_size=64, channels=3, num_frames=5, num_frames_cond=past_frames,
-                   ngf=192, ch_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(8, 16, 32),
-                   n_head_channels=192)
+  from mcvd_jax.models import init_params
+  cfg = dataclasses.replace(cfg, remat="none")
   step, tx, masking = paper_train_step(cfg, lr=1e-4, warmup=5000, jit_fn=jax.jit)
   state = abstract_train_state(lambda key: init_params(cfg, key), tx,
                                jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-  videos = jax.ShapeDtypeStruct((1, 64, masking.clip_frames, 64, 64, 3), np.uint8)
-  return gflop(step.lower(state, videos)) * 1e9
+  videos = jax.ShapeDtypeStruct(
+      (1, batch, masking.clip_frames, cfg.image_size, cfg.image_size, cfg.channels), np.uint8)
+  return gflop(step.lower(state, videos))
+
+
+def bair_step_tflop(past_frames: int) -> float:
+  """FLOPs of one paper BAIR train step (batch 64, ngf 192), from the lowered program."""
+  from mcvd_jax.models import UNetConfig
+  cfg = UNetConfig(**{**MODEL_SIZES["bair"], "num_frames_cond": past_frames})
+  return train_step_gflop(cfg, 64) * 1e9
 
 
 def bench_fvd(batch: int, repeats: int) -> dict:
@@ -275,8 +319,11 @@ def run(flags_values) -> dict:
   if "fvd" in f.parts:
     report["fvd"] = bench_fvd(f.batch, f.repeats)
   model_parts = [p for p in f.parts if p not in ("data", "fvd")]
+  peak = device_peak(f.dtype, getattr(f, "peak_tflops", 0.0)) if model_parts else None
   for name in f.models if model_parts else []:
     report["results"].append(bench_model(name, f.batch, model_parts, f.repeats, f.sampler_steps,
                                          f.sampler_repeats, f.dtype,
-                                         getattr(f, "sampler_settings", ())))
+                                         getattr(f, "sampler_settings", ()),
+                                         getattr(f, "remat", "none"),
+                                         getattr(f, "kernels", "auto"), peak))
   return report
