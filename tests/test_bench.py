@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from mcvd_jax.video_diffusion import bench
 from mcvd_jax.models import UNetConfig, init_params
@@ -42,10 +43,19 @@ def test_image_bench_offers_the_cifar10_train_step(monkeypatch):
               attn_resolutions=(), n_head_channels=8, dropout=0.0)
   monkeypatch.setitem(image_bench.MODEL_SIZES, "tiny", tiny)
   values = types.SimpleNamespace(image_models=["tiny"], image_parts=["train"], batch=2, repeats=1,
-                                 image_noise="gff", image_dtype="float32", image_sampler_steps=2)
+                                 image_noise="gff", image_dtype="float32", image_sampler_steps=2,
+                                 image_remat="blocks", image_kernels="auto",
+                                 image_peak_tflops=0.5)
   [entry] = image_bench.run(values)["results"]
   assert entry["model"] == "tiny" and entry["parameters"] > 0 and "sampler" not in entry
-  assert entry["train"]["seconds_median"] > 0 and entry["train"]["images_per_second"] > 0
+  assert (entry["remat"], entry["peak_tflops"], entry["peak_source"]) == ("blocks", 0.5,
+                                                                          "--peak_tflops")
+  train = entry["train"]
+  assert train["seconds_median"] > 0 and train["images_per_second"] > 0
+  # MFU: the step's FLOPs without remat over the seconds and the given peak.
+  assert train["model_gflop_per_call"] > 0
+  assert train["mfu"] == pytest.approx(
+      train["model_gflop_per_call"] * 1e9 / train["seconds_median"] / 0.5e12)
 
 
 def test_bench_model_reports_utilisation_and_passes_dtype_remat_kernels(monkeypatch):
