@@ -51,6 +51,11 @@ def listdir(path: str | os.PathLike) -> list[str]:
   return sorted(p.name for p in _path(path).iterdir())
 
 
+def size(path: str | os.PathLike) -> int:
+  """The size of file `path` in bytes."""
+  return int(_path(path).stat().length)
+
+
 def open_file(path: str | os.PathLike, mode: str = "r") -> IO:
   return _path(path).open(mode)
 

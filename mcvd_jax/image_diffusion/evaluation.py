@@ -80,8 +80,8 @@ def classifier_scorer(config: Any, workdir: str, batch_size: int) -> Scorer:
 
   def score(images):
     return digit_classifier.classifier_features_and_probs(params, images, batch_size)
-  return Scorer("classifier", score, {"classifier": os.path.abspath(path),
-                                      "classifier_bytes": os.path.getsize(path)})
+  return Scorer("classifier", score, {"classifier": paths.resolve(path),
+                                      "classifier_bytes": paths.size(path)})
 
 
 def make_scorers(config: Any, workdir: str, metrics: tuple[str, ...]) -> tuple[Scorer, ...]:

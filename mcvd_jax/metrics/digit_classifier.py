@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from mcvd_jax.core import paths
 from mcvd_jax.errors import ProjectError
 from mcvd_jax.metrics.fvd import check_pixel_values, frechet_distance
 from mcvd_jax.metrics.sharded import map_batches
@@ -192,20 +193,17 @@ def save_classifier(params: dict, path: str, meta: dict | None = None) -> None:
   arrays = {"/".join(k.key for k in key_path): np.asarray(value, np.float32)
             for key_path, value in jax.tree_util.tree_flatten_with_path(params)[0]}
   meta = dict(meta or {}, format_version=FORMAT_VERSION)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = f"{path}.tmp.npz"  # written whole, then renamed: a crash leaves no half file at `path`
-  np.savez(tmp, **arrays, **{_META_KEY: np.array(json.dumps(meta))})
-  os.replace(tmp, path)
+  paths.makedirs(os.path.dirname(paths.resolve(path)))
+  # Written whole, then renamed: a crash leaves no half file at `path` (local or a URI).
+  paths.save_npz(path, {**arrays, _META_KEY: np.array(json.dumps(meta))})
 
 
 def _read_file(path: str) -> tuple[dict, dict]:
-  if not path or not os.path.isfile(path):
+  if not path or not paths.exists(path) or paths.isdir(path):
     raise ClassifierNotFoundError(f"no digit-classifier file at {path!r}: write it with "
                                   f"`{_write_command(path or 'digit_classifier.npz')}`")
   try:
-    with np.load(path, allow_pickle=False) as data:
-      arrays = {name: data[name] for name in data.files}
+    arrays = paths.load_npz(path)
     meta = json.loads(str(arrays.pop(_META_KEY)))
   except Exception as e:  # a truncated or foreign file raises many kinds of errors
     raise ClassifierFileError(f"{path}: cannot read it as a digit-classifier file ({e}); write "

@@ -15,7 +15,6 @@ or let `load_or_train_classifier(path)` write it the first time it is asked for.
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 import jax
@@ -24,6 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from mcvd_jax.core import paths
 from mcvd_jax.metrics.digit_classifier import (CLASSES, DIGIT_SIZE, DigitClassifier, accuracy,
                                                init_params, load_classifier, save_classifier)
 
@@ -186,7 +186,7 @@ def load_or_train_classifier(path: str, mnist_source: str = "auto", mnist_path: 
   """The classifier at `path`; when there is no file there, trains one (`train_on_mnist`) and
   writes it first (trained once, then cached). A file that exists but cannot be read is an error,
   not retrained over."""
-  if not os.path.exists(path):
+  if not paths.exists(path):
     logging.info("no digit classifier at %s: training one and writing it there", path)
     params, meta = train_on_mnist(mnist_source, mnist_path, steps)
     save_classifier(params, path, meta)
