@@ -158,6 +158,10 @@ def test_two_process_sharded_evaluation_resumes_and_matches_one_process(runs):
   assert_succeeded(finish(launch(straight, logs, mode="eval")))
   two = json.loads((straight / "eval_report.json").read_text())["protocols"]["toy_mse"]
   assert two["batches"] == {"total": 3, "computed_now": 2}
+  # An uninterrupted two-process evaluation of the same checkpoint: the same number, bit for bit.
+  assert_succeeded(finish(launch(base / "eval_two", logs, mode="eval", checkpoint=straight)))
+  whole = json.loads((base / "eval_two" / "eval_report.json").read_text())["protocols"]["toy_mse"]
+  assert whole["batches"]["computed_now"] == 3 and whole["results"] == two["results"]
   one_path = run_mode(toy_family.FAMILY, toy_config(), str(base / "eval_one"), "eval",
                       str(straight))
   one = json.loads(pathlib.Path(one_path).read_text())["protocols"]["toy_mse"]
