@@ -1,6 +1,7 @@
 """The shared core with a family that is not MCVD (tests/toy_family.py): training through
-train_and_evaluate, checkpoints, a SIGKILL and a bit-identical resume, sample mode, evaluation
-through the shared runner; config.family errors; main's project errors without tracebacks."""
+train_and_evaluate, checkpoints, sample mode, evaluation through the shared runner; config.family
+errors; main's project errors without tracebacks. (Its stops by signal and bit-identical resumes,
+in one and two processes, are tests/test_multiprocess.py's.)"""
 
 import dataclasses
 import json
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import toy_family
-from resume_check import assert_same_final_state, kill_then_resume, restore_newest
+from resume_check import restore_newest
 from mcvd_jax import registry
 from mcvd_jax.core import eval_runner, loop
 from mcvd_jax.core.modes import run_mode
@@ -85,16 +86,6 @@ def test_window_summary_follows_the_metric_naming_rules():
   summary = loop.summarize_window(metrics)
   assert summary == {"lr": pytest.approx(0.3), "skipped_updates": 1.0, "loss": 2.0,
                      "grad_norm": 2.0, "sq_error/positive_x": 2.0, "max_error": 6.0}
-
-
-def test_toy_resume_after_sigkill_is_bit_identical(tmp_path):
-  steps = 150
-  straight, killed = tmp_path / "straight", tmp_path / "killed"
-  config = toy_family.toy_config(num_steps=steps, checkpoint_every=1, sample_every=0)
-  loop.train_and_evaluate(config, str(straight), toy_family.FAMILY)
-  command = [sys.executable, str(ROOT / "tests" / "toy_family.py"), str(killed), str(steps)]
-  kill_then_resume(command, killed, ROOT, kill_after=5, steps=steps)
-  assert_same_final_state(straight, killed, config, toy_family.FAMILY, steps)
 
 
 def test_unknown_family_lists_the_families():

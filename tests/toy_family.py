@@ -9,10 +9,8 @@ of the core a flow or an IK regressor needs:
     `skip_grad_norm` available;
   - periodic evaluation: the test MSE every `training.eval_every` steps.
 
-Run as a script it registers itself and trains (the resume-after-SIGKILL test starts it so):
-  python tests/toy_family.py WORKDIR NUM_STEPS [SKIP_GRAD_NORM]
-
-Its evaluation runs through the shared sharded map (metrics.sharded.map_batches), so that the
+tests/toy_main.py runs main's command line with it registered (the multi-process and signal
+tests). Its evaluation runs through the shared sharded map (metrics.sharded.map_batches), so that the
 multi-process tests evaluate over the devices of several processes. For the signal tests, the
 environment variable TOY_SIGNAL_AT=SIGNAL:PROCESS:PLACE:INDEX makes process PROCESS send itself
 SIGNAL (e.g. SIGTERM, SIGKILL) when it makes the training batch of step INDEX (PLACE "train")
@@ -24,7 +22,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -201,11 +198,3 @@ FAMILY = Family(name=NAME, description="toy MLP regression", validate=validate, 
 def register() -> None:
   registry.register(NAME, FAMILY)
 
-
-if __name__ == "__main__":
-  from mcvd_jax.core.loop import train_and_evaluate
-  register()
-  config = toy_config(num_steps=int(sys.argv[2]), checkpoint_every=1, sample_every=0)
-  if len(sys.argv) > 3:
-    config.optim.skip_grad_norm = float(sys.argv[3])
-  train_and_evaluate(config, sys.argv[1], FAMILY)
