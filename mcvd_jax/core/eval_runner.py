@@ -158,6 +158,9 @@ def run_job(job: EvalJob, workdir: str) -> dict:
   directory = os.path.join(workdir, "eval", job.name)
   check_or_write_meta(directory, job.fingerprint, writer)
   starts = list(range(0, job.num_items, job.batch_size))
+  # Listed once: on a bucket every existence check is a request, and the time-left estimate
+  # below would otherwise check every later batch after each batch.
+  on_disk = set(paths.listdir(directory)) if paths.isdir(directory) else set()
   parts, computed, first_batch, start_time = [], 0, 0.0, time.time()
   for index, first in enumerate(starts):
     count = min(job.batch_size, job.num_items - first)
@@ -175,7 +178,7 @@ def run_job(job: EvalJob, workdir: str) -> dict:
     elapsed = time.time() - start_time
     first_batch = first_batch or elapsed  # includes the compilation: left out of the rate
     rate = elapsed / computed if computed == 1 else (elapsed - first_batch) / (computed - 1)
-    to_do = sum(not paths.exists(batch_path(directory, i))
+    to_do = sum(os.path.basename(batch_path(directory, i)) not in on_disk
                 for i in range(index + 1, len(starts)))
     logging.info("%s: batch %d/%d done (%d/%d items), %s elapsed, ~%s left", job.name, index + 1,
                  len(starts), first + count, job.num_items, clock(elapsed), clock(rate * to_do))

@@ -47,14 +47,14 @@ def _replicated(consts: Any, sharding: NamedSharding) -> Any:
   def replicate(x):
     if isinstance(x, jax.Array) and x.sharding == sharding:
       return x
-    host = np.asarray(x)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return _global_array(np.asarray(x), sharding)
 
   return jax.tree.map(replicate, consts)
 
 
-def _global_batch(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
-  """A host array that every process holds in full -> a global array sharded on axis 0."""
+def _global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A host array that every process holds in full -> a global array laid out by `sharding`
+  (each process fills its own devices' parts)."""
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
@@ -92,7 +92,7 @@ def map_batches(fn: Callable, consts: Any, arrays: Sequence[np.ndarray | None], 
     batch = [None if a is None else pad_rows(np.asarray(a[start:start + per_call]), per_call)
              for a in arrays]
     count = min(per_call, n - start)
-    out = compiled(consts, *[None if b is None else _global_batch(b, batch_sharding)
+    out = compiled(consts, *[None if b is None else _global_array(b, batch_sharding)
                              for b in batch])
     outputs.append(jax.tree.map(lambda y, count=count: np.asarray(y)[:count], out))
   return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
