@@ -34,6 +34,7 @@ def get_config(arg=None):
   data.num_digits = 2           # smmnist: digits per video
   data.digit_size = 32          # smmnist: MNIST digits are resized to this many pixels
   data.step_length = 0.1        # smmnist: the reference passes 0.1 but its stochastic motion ignores it (must stay 0.1)
+  data.max_speed = 4            # smmnist: the most whole pixels a digit moves per frame on each axis (the reference's 4)
   data.test_videos = 256        # size of the deterministic test set
   data.test_seed = 0            # seed of the test set (independent of config.seed)
 

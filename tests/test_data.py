@@ -141,6 +141,23 @@ def test_digits_stay_on_canvas_and_bounce_only_at_walls(mlx_digits):
   assert videos.shape == (32, 40, 64, 64, 1)
 
 
+def test_max_speed_bounds_the_motion_on_a_half_size_canvas(mlx_digits):
+  videos, traj = smmnist.generate_videos(mlx_digits[0].images, np.random.default_rng(6), 32, 40,
+                                         image_size=32, digit_size=16, max_speed=2,
+                                         return_trajectories=True)
+  pos, vel = traj.positions, traj.velocities
+  assert videos.shape == (32, 40, 32, 32, 1)
+  assert pos.min() == 0 and pos.max() == 16 - 1
+  assert np.abs(vel).max() == 2 and (np.abs(vel) == 1).any() and (vel == 0).any()
+  assert np.abs(np.diff(pos, axis=2)).max() <= 2  # no step, bounce or not, is longer
+  # The dataset threads the config's max_speed to its training batches and test set.
+  slow = data.make_dataset(data_section(digit_size=16, max_speed=2), image_size=32, channels=1)
+  fast = data.make_dataset(data_section(digit_size=16), image_size=32, channels=1)
+  assert slow.max_speed == 2 and fast.max_speed == smmnist.MAX_SPEED
+  assert not np.array_equal(slow.test_videos(6), fast.test_videos(6))
+  assert not np.array_equal(slow.train_batch(0, 0, 8, 6), fast.train_batch(0, 0, 8, 6))
+
+
 def test_pixel_mass_is_never_lost_at_walls(mlx_digits):
   digits = mlx_digits[0].images
   glyph_mass = smmnist.resize_digits(digits, 32).astype(np.int64).sum((1, 2))  # [N]
@@ -233,6 +250,8 @@ def test_train_batch_rejects_bad_arguments(dataset, kwargs, match):
     (dict(digit_size=64), "data.digit_size"),
     (dict(num_digits=0), "data.num_digits"),
     (dict(step_length=0.2), "data.step_length"),
+    (dict(max_speed=0), "data.max_speed"),
+    (dict(max_speed=32), "data.max_speed"),  # the whole free space of a 64 canvas, 32 digits
     (dict(test_videos=0), "data.test_videos"),
 ])
 def test_bad_config_values_are_named(overrides, match):

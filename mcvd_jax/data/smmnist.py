@@ -7,11 +7,12 @@ SVG, Denton & Fergus 2018):
   digit is resized from 28x28 to `digit_size` (32) pixels by PIL bilinear interpolation, which is
   what torchvision's `Resize` does to the PIL images the reference feeds it;
 - a digit's top-left corner starts uniformly in [0, image_size - digit_size) on each axis, with a
-  velocity of -4..4 whole pixels per frame on each axis;
+  velocity of -4..4 whole pixels per frame on each axis (`max_speed`, 4 in the reference; a
+  half-size canvas keeps the reference's motion relative to the canvas with 2);
 - before each frame is drawn, a digit that has left the free range along an axis is put back on
   the wall (0, or image_size - digit_size - 1: the reference's upper wall is one pixel short) and
   gets a NEW random velocity: along that axis 1..4 pixels away from the wall, along the other axis
-  -4..4. The rows are checked before the columns, so in a corner the column bounce redraws the
+  -4..4 (1..max_speed and -max_speed..max_speed). The rows are checked before the columns, so in a corner the column bounce redraws the
   row velocity again, as in the reference;
 - digits are added and the sum clipped to 255 (the reference adds [0, 1] floats and clips at 1).
 
@@ -37,7 +38,7 @@ from PIL import Image
 from mcvd_jax.data import mnist_digits
 from mcvd_jax.data import sources
 
-MAX_SPEED = 4  # pixels per frame on each axis; the reference draws randint(-4, 5)
+MAX_SPEED = 4  # the reference's pixels per frame on each axis: it draws randint(-4, 5)
 REFERENCE_STEP_LENGTH = 0.1
 _TRAIN, _TEST = 0, 1  # first word of every per-video seed, so train and test streams never meet
 
@@ -46,9 +47,9 @@ class Motion(NamedTuple):
   """Every random draw of B videos of T frames with D digits (ints; sizes in pixels).
 
   digit_index: [B, D] into the digit set. start: [B, D, 2] top-left (row, col) in [0, free).
-  velocity: [B, D, 2] in [-MAX_SPEED, MAX_SPEED]. bounce_speed: [B, T, D, 2] in [1, MAX_SPEED]:
+  velocity: [B, D, 2] in [-max_speed, max_speed]. bounce_speed: [B, T, D, 2] in [1, max_speed]:
   the new speed along an axis, away from the wall, if the digit bounces on that axis before frame
-  t. bounce_other: [B, T, D, 2] in [-MAX_SPEED, MAX_SPEED]: the new velocity along the OTHER axis
+  t. bounce_other: [B, T, D, 2] in [-max_speed, max_speed]: the new velocity along the OTHER axis
   after that bounce. Drawing them all up front (used or not) keeps the maths vectorised.
   """
   digit_index: np.ndarray
@@ -68,15 +69,16 @@ class Trajectories(NamedTuple):
 
 
 def draw_motion(rng: np.random.Generator, num_videos: int, num_frames: int, num_digits: int,
-                num_source_digits: int, free: int) -> Motion:
-  """All random draws for `num_videos` videos; `free` = image_size - digit_size (> 0)."""
+                num_source_digits: int, free: int, max_speed: int = MAX_SPEED) -> Motion:
+  """All random draws for `num_videos` videos; `free` = image_size - digit_size (> 0); speeds in
+  whole pixels per frame per axis, at most `max_speed`."""
   b, t, d = num_videos, num_frames, num_digits
   return Motion(
       digit_index=rng.integers(0, num_source_digits, (b, d)),
       start=rng.integers(0, free, (b, d, 2)),
-      velocity=rng.integers(-MAX_SPEED, MAX_SPEED + 1, (b, d, 2)),
-      bounce_speed=rng.integers(1, MAX_SPEED + 1, (b, t, d, 2)),
-      bounce_other=rng.integers(-MAX_SPEED, MAX_SPEED + 1, (b, t, d, 2)))
+      velocity=rng.integers(-max_speed, max_speed + 1, (b, d, 2)),
+      bounce_speed=rng.integers(1, max_speed + 1, (b, t, d, 2)),
+      bounce_other=rng.integers(-max_speed, max_speed + 1, (b, t, d, 2)))
 
 
 def concat_motion(parts: list[Motion]) -> Motion:
@@ -138,7 +140,8 @@ def render(glyphs: np.ndarray, trajectories: Trajectories, image_size: int) -> n
   return np.minimum(canvas, 255).astype(np.uint8)[..., None]
 
 
-def check_geometry(image_size: int, digit_size: int, num_digits: int, step_length: float) -> None:
+def check_geometry(image_size: int, digit_size: int, num_digits: int, step_length: float,
+                   max_speed: int = MAX_SPEED) -> None:
   """ValueError naming the config field when the canvas cannot hold the process."""
   sources.check_count("data.num_digits", num_digits)
   sources.check_count("data.digit_size", digit_size)
@@ -146,29 +149,36 @@ def check_geometry(image_size: int, digit_size: int, num_digits: int, step_lengt
     raise sources.DataConfigError(
         f"data.digit_size ({digit_size}) must be smaller than model.image_size ({image_size}): "
         f"digits start at random positions in the free space")
+  sources.check_count("data.max_speed", max_speed)
+  if max_speed >= image_size - digit_size:
+    raise sources.DataConfigError(
+        f"data.max_speed ({max_speed}) must be smaller than the free space model.image_size - "
+        f"data.digit_size ({image_size - digit_size} pixels): a digit would cross it in one "
+        f"frame. The reference moves {MAX_SPEED} pixels per frame on a 64-pixel canvas with "
+        f"32-pixel digits; on a canvas half that size, 2 keeps its motion.")
   if step_length != REFERENCE_STEP_LENGTH:
     raise sources.DataConfigError(
         f"data.step_length={step_length!r}: Stochastic Moving MNIST moves digits by whole pixels "
-        f"(up to {MAX_SPEED} per frame per axis) as the reference does; the reference takes "
-        f"step_length but never uses it (only its deterministic MovingMNIST does). Leave it at "
-        f"{REFERENCE_STEP_LENGTH}.")
+        f"(up to data.max_speed per frame per axis) as the reference does; the reference "
+        f"takes step_length but never uses it (only its deterministic MovingMNIST does). Leave it "
+        f"at {REFERENCE_STEP_LENGTH} and set data.max_speed for slower or faster digits.")
 
 
 def generate_videos(digits: np.ndarray, rng: np.random.Generator, num_videos: int,
                     num_frames: int, *, image_size: int = 64, digit_size: int = 32,
                     num_digits: int = 2, step_length: float = 0.1,
-                    return_trajectories: bool = False):
+                    max_speed: int = MAX_SPEED, return_trajectories: bool = False):
   """SMMNIST videos drawn with one Generator.
 
   digits: uint8 [N, h, w] (28x28 MNIST, or already digit_size square; only the digits used are
   resized). Returns videos uint8 [num_videos, num_frames, image_size, image_size, 1] in [0, 255],
   and with return_trajectories=True also their `Trajectories`.
   """
-  check_geometry(image_size, digit_size, num_digits, step_length)
+  check_geometry(image_size, digit_size, num_digits, step_length, max_speed)
   sources.check_count("num_videos", num_videos)
   sources.check_count("num_frames", num_frames)
   free = image_size - digit_size
-  motion = draw_motion(rng, num_videos, num_frames, num_digits, len(digits), free)
+  motion = draw_motion(rng, num_videos, num_frames, num_digits, len(digits), free, max_speed)
   return _videos(digits, motion, image_size, digit_size, return_trajectories)
 
 
@@ -183,11 +193,12 @@ def _videos(digits, motion, image_size, digit_size, return_trajectories=False):
 
 
 def _per_video_motion(seed_words: tuple[int, ...], first: int, count: int, num_frames: int,
-                      num_digits: int, num_source_digits: int, free: int) -> Motion:
+                      num_digits: int, num_source_digits: int, free: int,
+                      max_speed: int = MAX_SPEED) -> Motion:
   """Motion of videos first..first+count-1, video i drawn from default_rng([*seed_words, i])."""
   return concat_motion([
       draw_motion(np.random.default_rng([*seed_words, i]), 1, num_frames, num_digits,
-                  num_source_digits, free) for i in range(first, first + count)])
+                  num_source_digits, free, max_speed) for i in range(first, first + count)])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq would compare digit arrays
@@ -201,26 +212,29 @@ class SMMNIST:
   step_length: float = REFERENCE_STEP_LENGTH
   num_test_videos: int = 256
   test_seed: int = 0
+  max_speed: int = MAX_SPEED
 
   def __post_init__(self):
-    check_geometry(self.image_size, self.digit_size, self.num_digits, self.step_length)
+    check_geometry(self.image_size, self.digit_size, self.num_digits, self.step_length,
+                   self.max_speed)
     sources.check_count("data.test_videos", self.num_test_videos)
     sources.check_seed("data.test_seed", self.test_seed)
 
   @classmethod
   def from_config(cls, data, image_size: int) -> SMMNIST:
     """From the `config.data` section (dataset, mnist_source, mnist_path, num_digits, digit_size,
-    step_length, test_videos, test_seed) and `config.model.image_size`."""
+    step_length, max_speed, test_videos, test_seed) and `config.model.image_size`."""
     if data.dataset != "smmnist":
       raise ValueError(f"SMMNIST.from_config got data.dataset={data.dataset!r}")
     # Geometry first: a bad value is reported before the digits are read.
-    check_geometry(image_size, data.digit_size, data.num_digits, data.step_length)
+    max_speed = getattr(data, "max_speed", MAX_SPEED)
+    check_geometry(image_size, data.digit_size, data.num_digits, data.step_length, max_speed)
     idx_path = getattr(data, "mnist_path", "")
     return cls(train_digits=mnist_digits.load_digits("train", data.mnist_source, idx_path),
                test_digits=mnist_digits.load_digits("test", data.mnist_source, idx_path),
                image_size=image_size, digit_size=data.digit_size, num_digits=data.num_digits,
                step_length=data.step_length, num_test_videos=data.test_videos,
-               test_seed=data.test_seed)
+               test_seed=data.test_seed, max_speed=max_speed)
 
   @property
   def description(self) -> str:
@@ -247,7 +261,7 @@ class SMMNIST:
     # is simulated and drawn.
     motion = draw_motion(np.random.default_rng([_TRAIN, seed, step]), batch_size, num_frames,
                          self.num_digits, len(self._train_glyphs),
-                         self.image_size - self.digit_size)
+                         self.image_size - self.digit_size, self.max_speed)
     motion = slice_motion(motion, mine.start, mine.stop)
     return _videos(self._train_glyphs, motion, self.image_size, self.digit_size)
 
@@ -259,5 +273,5 @@ class SMMNIST:
     sources.check_count("num_frames", num_frames)
     motion = _per_video_motion((_TEST, self.test_seed), 0, num_videos, num_frames,
                                self.num_digits, len(self._test_glyphs),
-                               self.image_size - self.digit_size)
+                               self.image_size - self.digit_size, self.max_speed)
     return _videos(self._test_glyphs, motion, self.image_size, self.digit_size)
