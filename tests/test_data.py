@@ -251,7 +251,7 @@ def test_train_batch_rejects_bad_arguments(dataset, kwargs, match):
     (dict(num_digits=0), "data.num_digits"),
     (dict(step_length=0.2), "data.step_length"),
     (dict(max_speed=0), "data.max_speed"),
-    (dict(max_speed=32), "data.max_speed"),  # the whole free space of a 64 canvas, 32 digits
+    (dict(max_speed=1.5), "data.max_speed"),  # whole pixels only
     (dict(test_videos=0), "data.test_videos"),
 ])
 def test_bad_config_values_are_named(overrides, match):
