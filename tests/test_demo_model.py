@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from configs import smmnist
+from mcvd_jax import data
 from mcvd_jax.core import loop
 from mcvd_jax.core.modes import run_mode
 from mcvd_jax.core.config_checks import ConfigError
@@ -83,3 +84,12 @@ def test_the_readme_demo_command_predicts_moving_digits(tmp_path):
   predicted = videos[:, 5:].astype(np.float32) / 255
   assert np.mean(predicted < 0.2) > 0.7 and np.mean(predicted > 0.6) > 0.02
   assert re.search(r"samples_\w+\.gif", str(gif))
+  # They continue these clips: the sample mode conditions on the quick config's fixed test clips,
+  # and the predictions are closer to the clips' real future than repeating the last past frame.
+  config = smmnist.get_config("quick")
+  real = data.make_dataset(config.data, 32, 1).test_videos(videos.shape[1], videos.shape[0])
+  np.testing.assert_array_equal(videos[:, :5], real[:, :5])
+  future = real[:, 5:].astype(np.float32) / 255
+  model_mse = np.mean((predicted - future) ** 2)
+  copy_last_mse = np.mean((real[:, 4:5].astype(np.float32) / 255 - future) ** 2)
+  assert model_mse < 0.85 * copy_last_mse, (model_mse, copy_last_mse)
