@@ -87,7 +87,8 @@ def test_the_readme_demo_command_predicts_moving_digits(tmp_path):
   # They continue these clips: the sample mode conditions on the quick config's fixed test clips,
   # and the predictions are closer to the clips' real future than repeating the last past frame.
   config = smmnist.get_config("quick")
-  real = data.make_dataset(config.data, 32, 1).test_videos(videos.shape[1], videos.shape[0])
+  dataset = data.make_dataset(config.data, config.model.image_size, config.model.channels)
+  real = dataset.test_videos(videos.shape[1], videos.shape[0])
   np.testing.assert_array_equal(videos[:, :5], real[:, :5])
   future = real[:, 5:].astype(np.float32) / 255
   model_mse = np.mean((predicted - future) ** 2)

@@ -10,8 +10,8 @@ of the core a flow or an IK regressor needs:
   - periodic evaluation: the test MSE every `training.eval_every` steps.
 
 tests/toy_main.py runs main's command line with it registered (the multi-process and signal
-tests). Its evaluation runs through the shared sharded map (metrics.sharded.map_batches), so that the
-multi-process tests evaluate over the devices of several processes. For the signal tests, the
+tests). Its evaluation runs through the shared sharded map (metrics.sharded.map_batches), so that
+the multi-process tests evaluate over the devices of several processes. For the signal tests, the
 environment variable TOY_SIGNAL_AT=SIGNAL:PROCESS:PLACE:INDEX makes process PROCESS send itself
 SIGNAL (e.g. SIGTERM, SIGKILL) when it makes the training batch of step INDEX (PLACE "train")
 or computes the evaluation batch starting at item INDEX (PLACE "eval"): a real signal, at a
