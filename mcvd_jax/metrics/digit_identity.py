@@ -1,0 +1,222 @@
+"""Digit identity in predicted SMMNIST frames: is the right digit where the real one is?
+
+For every frame after the conditioning frames and every digit whose square (digit_size pixels,
+top-left at its true position in that frame) whose strokes touch no other digit's, the other
+digits' strokes (grown by a pixel) are erased and the square is cut out of the frame and classified by the project's digit classifier (`metrics.digit_classifier`; the
+square is resized bilinearly to 28 x 28, as the dataset shrank the 28 x 28 MNIST digit to it). The
+digit counts as kept when the class is its label. A frame's score is the share kept over all its
+separate digits (every video and sample). Touching digits are left out: erasing one would cut
+strokes of the other, and no single class is right for both. Erasing uses only where the other
+digits are, never the shape of the digit being classified.
+
+The score asks for the right digit in the right place, so it falls both when a prediction loses a
+digit's shape and when it puts the digit elsewhere. Two bars come with it: the real frames (the
+classifier's accuracy on these squares, the ceiling) and copying the last conditioning frame (what
+a prediction that does not move the digits keeps).
+
+  python -m mcvd_jax.metrics.digit_identity --config=configs/smmnist.py:quick \\
+      --samples=/tmp/mcvd_demo/samples_prediction.npz [--classifier=PATH]
+
+scores the videos `--mode=sample --config.sampling.task=prediction` wrote (conditioning frames
+first, then the predicted ones: the dataset's first test clips) and writes the table beside them
+as `<samples>_identity.json`. The classifier file is trained once (a minute or two on a CPU) where
+none exists (default `~/.cache/mcvd_jax/digit_classifier.npz`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Callable
+
+import numpy as np
+
+# A classifier: uint8 [n, s, s, 1] digit squares -> int [n] classes in [0, 9].
+Classify = Callable[[np.ndarray], np.ndarray]
+INK = 64  # a glyph pixel at least this bright is part of a stroke
+DEFAULT_CLASSIFIER = os.path.join(os.path.expanduser("~"), ".cache", "mcvd_jax",
+                                  "digit_classifier.npz")
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+  """bool [..., H, W] grown by one pixel in the 8 directions."""
+  padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)])
+  h, w = mask.shape[-2:]
+  return np.any([padded[..., i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=0)
+
+
+def digit_layout(positions: np.ndarray, glyphs: np.ndarray, image_size: int,
+                 ink: int = INK) -> tuple[np.ndarray, np.ndarray]:
+  """Where the digits' strokes lie, from their tracks.
+
+  positions int [B, D, T, 2], glyphs uint8 [B, D, s, s] (each digit as drawn) ->
+  separate bool [B, D, T]: the digit's strokes (pixels >= `ink`) touch no other digit's strokes
+  grown by a pixel; others bool [B, D, T, H, W]: the other digits' strokes grown by a pixel (what
+  is erased from a frame before this digit's square is classified: the squares themselves nearly
+  always overlap, as SMMNIST's free space is one digit wide).
+  """
+  positions, glyphs = np.asarray(positions), np.asarray(glyphs)
+  b, d, t, _ = positions.shape
+  size = glyphs.shape[-1]
+  strokes = np.zeros((b, d, t, image_size, image_size), bool)  # each digit on its own
+  for v, k, f in np.ndindex(b, d, t):
+    row, col = positions[v, k, f]
+    strokes[v, k, f, row:row + size, col:col + size] = glyphs[v, k] >= ink
+  others = np.stack([_dilate(np.delete(strokes, k, axis=1).any(axis=1)) for k in range(d)], 1)
+  separate = ~np.any(strokes & others, axis=(-2, -1))
+  return separate, others
+
+
+def digit_squares(videos: np.ndarray, positions: np.ndarray, digit_size: int) -> np.ndarray:
+  """videos [B, T, H, W, C], positions int [B, D, T, 2] -> [B, D, T, s, s, C], s = digit_size."""
+  videos, positions = np.asarray(videos), np.asarray(positions)
+  b, d, t, _ = positions.shape
+  offsets = np.arange(digit_size)
+  rows = positions[..., 0, None] + offsets  # [B, D, T, s]
+  cols = positions[..., 1, None] + offsets
+  vid = np.arange(b)[:, None, None, None, None]
+  frame = np.arange(t)[None, None, :, None, None]
+  return videos[vid, frame, rows[..., :, None], cols[..., None, :]]
+
+
+def check_inputs(videos: np.ndarray, tracks, first_frame: int) -> None:
+  """ValueError naming the mismatch between videos [B, (S,) T, H, W, C] and their tracks."""
+  videos = np.asarray(videos)
+  positions, labels, glyphs = map(np.asarray, (tracks.positions, tracks.labels, tracks.glyphs))
+  if videos.ndim not in (5, 6) or videos.dtype != np.uint8:
+    raise ValueError(f"videos must be uint8 [B, T, H, W, C] or [B, S, T, H, W, C], got "
+                     f"{videos.dtype} {videos.shape}")
+  b, t, h = videos.shape[0], videos.shape[-4], videos.shape[-3]
+  if positions.ndim != 4 or positions.shape[0] != b or positions.shape[2] != t:
+    raise ValueError(f"positions must be [B={b}, D, T={t}, 2] for videos of shape "
+                     f"{videos.shape}, got {positions.shape}: score the test clips the videos "
+                     f"were predicted from, with the same number of frames")
+  if labels.shape != positions.shape[:2] or glyphs.shape[:2] != positions.shape[:2]:
+    raise ValueError(f"labels [B, D] and glyphs [B, D, s, s] must match positions "
+                     f"{positions.shape}, got {labels.shape} and {glyphs.shape}")
+  if positions.min() < 0 or positions.max() + glyphs.shape[-1] > h:
+    raise ValueError(f"digit squares of {glyphs.shape[-1]} pixels at the given positions leave "
+                     f"the {h}-pixel frame: are these the tracks of these videos?")
+  if not 0 <= first_frame < t:
+    raise ValueError(f"first_frame={first_frame} leaves no frame of the {t} to score")
+
+
+def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: int) -> dict:
+  """Per frame from `first_frame` on, the share of separate digits `classify` gives their label.
+
+  videos: uint8 [B, T, H, W, C] or [B, S, T, H, W, C] (S samples of each video, scored against
+  the same tracks); tracks: `data.smmnist.DigitTracks` of the B real videos (positions
+  [B, D, T, 2], labels [B, D], glyphs [B, D, s, s]).
+  Returns {"kept": [T - first_frame] shares in [0, 1] (nan where no digit is separate),
+  "digits": [T - first_frame] how many digit squares each share counts}.
+  """
+  check_inputs(videos, tracks, first_frame)
+  videos = np.asarray(videos)
+  if videos.ndim == 5:
+    videos = videos[:, None]
+  b, s = videos.shape[:2]
+  positions = np.asarray(tracks.positions)[:, :, first_frame:]
+  separate, others = digit_layout(positions, tracks.glyphs, videos.shape[-2])
+  scored = videos[:, :, first_frame:]  # [B, S, T', H, W, C]
+  size, num_digits = np.shape(tracks.glyphs)[-1], positions.shape[1]
+  predicted, truth, frame = [], [], []
+  for k in range(num_digits):  # erase the other digits' strokes, cut out this digit's square
+    cleaned = np.where(others[:, None, k, ..., None], 0, scored)
+    squares = digit_squares(cleaned.reshape(b * s, *scored.shape[2:]),
+                            np.repeat(positions[:, k:k + 1], s, axis=0), size)[:, 0]
+    mask = np.repeat(separate[:, k], s, axis=0)  # [B*S, T']
+    predicted.append(np.asarray(classify(squares[mask])))
+    truth.append(np.broadcast_to(np.repeat(tracks.labels[:, k], s)[:, None], mask.shape)[mask])
+    frame.append(np.broadcast_to(np.arange(mask.shape[1]), mask.shape)[mask])
+  predicted, truth, frame = map(np.concatenate, (predicted, truth, frame))
+  length = scored.shape[2]
+  counts = np.bincount(frame, minlength=length)
+  hits = np.bincount(frame, weights=(predicted == truth), minlength=length)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    kept = hits / counts
+  return {"kept": kept.tolist(), "digits": counts.tolist()}
+
+
+def classifier_classify(params: dict) -> Classify:
+  """The project's digit classifier as a `Classify` (squares resized to 28 x 28, bilinearly)."""
+  from mcvd_jax.metrics.digit_classifier import classifier_features_and_probs
+
+  def classify(squares: np.ndarray) -> np.ndarray:
+    if not len(squares):
+      return np.zeros((0,), np.int64)
+    _, probs = classifier_features_and_probs(params, squares, pad32=False)
+    return np.argmax(probs, axis=-1)
+  return classify
+
+
+def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
+  """Digit identity of sampled predictions uint8 [B, T, H, W, C] (the first
+  config.model.num_frames_cond frames the conditioning ones) beside the real frames and copy-last,
+  on the dataset's first B test clips of T frames."""
+  from mcvd_jax.data.registry import make_dataset
+  if config.data.dataset != "smmnist":
+    raise ValueError(f"digit identity needs SMMNIST's digit tracks; data.dataset is "
+                     f"{config.data.dataset!r}")
+  samples = np.asarray(samples)
+  b, t = samples.shape[:2]
+  past = int(config.model.num_frames_cond)
+  dataset = make_dataset(config.data, samples.shape[2], samples.shape[-1])
+  real = dataset.test_videos(t, b)
+  if not np.array_equal(real[:, :past], samples[:, :past]):
+    raise ValueError(f"the samples' first {past} frames are not the first {b} test clips of "
+                     f"this config's dataset: pass the --config the samples were made with")
+  tracks = dataset.test_tracks(t, b)
+  copy_last = np.repeat(real[:, past - 1:past], t, axis=1)
+  copy_last[:, :past] = real[:, :past]
+  score = lambda videos: kept_by_frame(videos, tracks, classify, past)
+  return {"frames": list(range(past + 1, t + 1)), "real": score(real),
+          "model": score(samples), "copy_last": score(copy_last)}
+
+
+def format_table(report: dict) -> str:
+  """The report as a Markdown table, one row per source, one column per predicted frame."""
+  frames = report["frames"]
+  lines = ["| kept (%) | " + " | ".join(str(i + 1) for i in range(len(frames))) + " |",
+           "| --- |" + " --- |" * len(frames)]
+  for key, name in (("model", "model"), ("copy_last", "copy the last past frame"),
+                    ("real", "real frames")):
+    lines.append(f"| {name} | " + " | ".join(
+        "-" if np.isnan(k) else f"{100 * k:.0f}" for k in report[key]["kept"]) + " |")
+  lines.append("| separate digits | " + " | ".join(str(n) for n in report["real"]["digits"])
+               + " |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  import argparse
+  from mcvd_jax.cli_errors import load_config
+  from mcvd_jax.metrics.digit_classifier_training import load_or_train_classifier
+  parser = argparse.ArgumentParser(prog="python -m mcvd_jax.metrics.digit_identity",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--config", required=True, help="the config the samples were made with "
+                      "(configs/smmnist.py[:variant])")
+  parser.add_argument("--samples", required=True, help="samples_prediction.npz of --mode=sample")
+  parser.add_argument("--classifier", default=DEFAULT_CLASSIFIER,
+                      help="digit classifier file; trained and written there when absent")
+  args = parser.parse_args(argv)
+  try:
+    config = load_config(args.config)
+    with np.load(args.samples) as files:
+      samples = files["videos"]
+    params = load_or_train_classifier(args.classifier, config.data.mnist_source,
+                                      config.data.get("mnist_path", ""))
+    report = score_samples(config, samples, classifier_classify(params))
+  except (FileNotFoundError, KeyError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  out = os.path.splitext(args.samples)[0] + "_identity.json"
+  with open(out, "w") as f:
+    json.dump({**report, "classifier": args.classifier, "samples": args.samples}, f, indent=1)
+  print(format_table(report))
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
