@@ -158,6 +158,8 @@ def test_score_samples_rows_and_the_wrong_config(quick_data):
   other[:, 0] = 255 - other[:, 0]
   with pytest.raises(ValueError, match="not the first 8 test clips"):
     di.score_samples(config, other, nearest_test_digit)
+  with pytest.raises(ValueError, match="uint8"):
+    di.score_samples(config, real[:, None], nearest_test_digit)
   config.data.dataset = "kth"
   with pytest.raises(ValueError, match="SMMNIST"):
     di.score_samples(config, real, nearest_test_digit)

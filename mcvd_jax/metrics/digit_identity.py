@@ -159,6 +159,9 @@ def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
     raise ValueError(f"digit identity needs SMMNIST's digit tracks; data.dataset is "
                      f"{config.data.dataset!r}")
   samples = np.asarray(samples)
+  if samples.ndim != 5 or samples.dtype != np.uint8:
+    raise ValueError(f"samples must be uint8 [B, T, H, W, C] (a --mode=sample file's videos), "
+                     f"got {samples.dtype} {samples.shape}")
   b, t = samples.shape[:2]
   past = int(config.model.num_frames_cond)
   dataset = make_dataset(config.data, samples.shape[2], samples.shape[-1])
