@@ -93,4 +93,7 @@ def test_the_readme_demo_command_predicts_moving_digits(tmp_path):
   future = real[:, 5:].astype(np.float32) / 255
   model_mse = np.mean((predicted - future) ** 2)
   copy_last_mse = np.mean((real[:, 4:5].astype(np.float32) / 255 - future) ** 2)
-  assert model_mse < 0.85 * copy_last_mse, (model_mse, copy_last_mse)
+  assert model_mse < 0.75 * copy_last_mse, (model_mse, copy_last_mse)  # measured 0.036 vs 0.062
+  # and the first predicted block by far (measured 0.019 vs 0.059)
+  first_block = np.mean((predicted[:, :5] - future[:, :5]) ** 2)
+  assert first_block < 0.5 * np.mean((real[:, 4:5] / 255 - future[:, :5]) ** 2), first_block
