@@ -285,9 +285,8 @@ class SMMNIST:
     motion = self._test_motion(num_frames, num_videos)
     positions = simulate(motion, self.image_size - self.digit_size).positions
     index = motion.digit_index
-    glyphs = resize_digits(self.test_digits.images[index.ravel()], self.digit_size)
     return DigitTracks(positions, self.test_digits.labels[index].astype(np.int32),
-                       glyphs.reshape(*index.shape, *glyphs.shape[1:]))
+                       self._test_glyphs[index])
 
   def _test_motion(self, num_frames: int, num_videos: int | None) -> Motion:
     num_videos = self.num_test_videos if num_videos is None else num_videos

@@ -1,13 +1,14 @@
 """Digit identity in predicted SMMNIST frames: is the right digit where the real one is?
 
-For every frame after the conditioning frames and every digit whose square (digit_size pixels,
-top-left at its true position in that frame) whose strokes touch no other digit's, the other
-digits' strokes (grown by a pixel) are erased and the square is cut out of the frame and classified by the project's digit classifier (`metrics.digit_classifier`; the
-square is resized bilinearly to 28 x 28, as the dataset shrank the 28 x 28 MNIST digit to it). The
-digit counts as kept when the class is its label. A frame's score is the share kept over all its
-separate digits (every video and sample). Touching digits are left out: erasing one would cut
-strokes of the other, and no single class is right for both. Erasing uses only where the other
-digits are, never the shape of the digit being classified.
+For every frame after the conditioning frames and every digit whose strokes touch no other
+digit's, the other digits' strokes (grown by a pixel) are erased, and the digit's square (digit_size
+pixels, top-left at its true position in that frame) is cut out of the frame and classified by
+the project's digit classifier (`metrics.digit_classifier`; the square is resized bilinearly to
+28 x 28, as the dataset shrank the 28 x 28 MNIST digit to it). The digit counts as kept when the
+class is its label. A frame's score is the share kept over all its separate digits (every video
+and sample). Touching digits are left out: erasing one would cut strokes of the other, and no
+single class is right for both. Erasing uses only where the other digits are, never the shape of
+the digit being classified.
 
 The score asks for the right digit in the right place, so it falls both when a prediction loses a
 digit's shape and when it puts the digit elsewhere. Two bars come with it: the real frames (the
@@ -31,6 +32,8 @@ import sys
 from typing import Callable
 
 import numpy as np
+
+from mcvd_jax.data.smmnist import Trajectories, render
 
 # A classifier: uint8 [n, s, s, 1] digit squares -> int [n] classes in [0, 9].
 Classify = Callable[[np.ndarray], np.ndarray]
@@ -57,12 +60,12 @@ def digit_layout(positions: np.ndarray, glyphs: np.ndarray, image_size: int,
   always overlap, as SMMNIST's free space is one digit wide).
   """
   positions, glyphs = np.asarray(positions), np.asarray(glyphs)
-  b, d, t, _ = positions.shape
-  size = glyphs.shape[-1]
-  strokes = np.zeros((b, d, t, image_size, image_size), bool)  # each digit on its own
-  for v, k, f in np.ndindex(b, d, t):
-    row, col = positions[v, k, f]
-    strokes[v, k, f, row:row + size, col:col + size] = glyphs[v, k] >= ink
+  b, d = positions.shape[:2]
+  index = np.arange(b * d).reshape(b, d)
+  flat_glyphs = glyphs.reshape(b * d, *glyphs.shape[2:])
+  strokes = np.stack([  # each digit drawn on its own: [B, D, T, H, W]
+      render(flat_glyphs, Trajectories(positions[:, k:k + 1], None, index[:, k:k + 1]),
+             image_size)[..., 0] >= ink for k in range(d)], axis=1)
   others = np.stack([_dilate(np.delete(strokes, k, axis=1).any(axis=1)) for k in range(d)], 1)
   separate = ~np.any(strokes & others, axis=(-2, -1))
   return separate, others
@@ -120,6 +123,7 @@ def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: i
   separate, others = digit_layout(positions, tracks.glyphs, videos.shape[-2])
   scored = videos[:, :, first_frame:]  # [B, S, T', H, W, C]
   size, num_digits = np.shape(tracks.glyphs)[-1], positions.shape[1]
+  labels = np.asarray(tracks.labels)
   predicted, truth, frame = [], [], []
   for k in range(num_digits):  # erase the other digits' strokes, cut out this digit's square
     cleaned = np.where(others[:, None, k, ..., None], 0, scored)
@@ -127,7 +131,7 @@ def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: i
                             np.repeat(positions[:, k:k + 1], s, axis=0), size)[:, 0]
     mask = np.repeat(separate[:, k], s, axis=0)  # [B*S, T']
     predicted.append(np.asarray(classify(squares[mask])))
-    truth.append(np.broadcast_to(np.repeat(tracks.labels[:, k], s)[:, None], mask.shape)[mask])
+    truth.append(np.broadcast_to(np.repeat(labels[:, k], s)[:, None], mask.shape)[mask])
     frame.append(np.broadcast_to(np.arange(mask.shape[1]), mask.shape)[mask])
   predicted, truth, frame = map(np.concatenate, (predicted, truth, frame))
   length = scored.shape[2]
