@@ -137,6 +137,28 @@ def test_test_tracks_redraw_the_test_videos(quick_data):
     unlabelled.test_tracks(8, 6)
 
 
+def test_alternatives_share_the_past_and_follow_the_process(quick_data):
+  _, dataset = quick_data
+  real = dataset.test_videos(12, 16)
+  alternatives = dataset.test_alternatives(12, 16, first_frame=5, num_draws=3)
+  assert alternatives.shape == (16, 3, *real.shape[1:])
+  # frame 5 is still fixed by the past (a new velocity first shows in the frame after a bounce)
+  np.testing.assert_array_equal(alternatives[:, :, :6], np.repeat(real[:, None, :6], 3, axis=1))
+  differs = (alternatives != real[:, None]).any(axis=(-3, -2, -1))  # [B, S, T]
+  assert (alternatives[:, 0] != alternatives[:, 1]).any()
+  # a video whose digits meet no wall at frames 5..10 has no other future; the others have
+  free = dataset.image_size - dataset.digit_size
+  trajectories = smmnist.simulate(dataset._test_motion(12, 16), free)
+  aim = trajectories.positions[:, :, :-1] + trajectories.velocities[:, :, :-1]  # frames 1..11
+  bounces = ((aim < 0) | (aim >= free)).any(axis=(1, 3))[:, 4:10].any(axis=1)  # [B]
+  assert 0 < bounces.sum() < 16, bounces
+  np.testing.assert_array_equal(differs.any(axis=(1, 2)), bounces)
+  # fewer videos or draws are a prefix
+  np.testing.assert_array_equal(dataset.test_alternatives(12, 2, 5, 2), alternatives[:2, :2])
+  with pytest.raises(ValueError, match="first_frame=12"):
+    dataset.test_alternatives(12, 6, first_frame=12)
+
+
 def test_score_samples_rows_and_the_wrong_config(quick_data):
   config, dataset = quick_data
   glyphs = smmnist.resize_digits(dataset.test_digits.images, dataset.digit_size)
@@ -152,8 +174,13 @@ def test_score_samples_rows_and_the_wrong_config(quick_data):
   assert report["frames"] == list(range(6, 16))
   assert report["model"] == report["real"] and report["real"]["digits"] == \
       report["copy_last"]["digits"]
-  real_kept, copy_kept = (np.nanmean(report[k]["kept"]) for k in ("real", "copy_last"))
+  real_kept, copy_kept, other_kept = (np.nanmean(report[k]["kept"])
+                                      for k in ("real", "copy_last", "other_future"))
   assert real_kept > 0.9 and copy_kept < real_kept - 0.2, (real_kept, copy_kept)
+  # other futures: the first predicted frame is the real one; later bounces go elsewhere
+  assert report["other_future"]["kept"][0] == report["real"]["kept"][0]
+  assert report["other_future"]["digits"] == [4 * n for n in report["real"]["digits"]]
+  assert copy_kept < other_kept < real_kept - 0.1, (copy_kept, other_kept, real_kept)
   other = real.copy()
   other[:, 0] = 255 - other[:, 0]
   with pytest.raises(ValueError, match="not the first 8 test clips"):
@@ -179,6 +206,7 @@ def test_the_command_scores_a_samples_file(tmp_path, capsys):
   assert di.main(args) == 0
   table = capsys.readouterr().out
   assert "| model |" in table and "| copy the last past frame |" in table
+  assert "| another real future (bounces re-drawn) |" in table
   report = json.loads((tmp_path / "samples_prediction_identity.json").read_text())
   assert report["model"] == report["real"] and report["classifier"] == classifier
   assert di.main([f"--config={config_arg}", f"--samples={tmp_path / 'none.npz'}",

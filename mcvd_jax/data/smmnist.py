@@ -40,7 +40,8 @@ from mcvd_jax.data import sources
 
 MAX_SPEED = 4  # the reference's pixels per frame on each axis: it draws randint(-4, 5)
 REFERENCE_STEP_LENGTH = 0.1
-_TRAIN, _TEST = 0, 1  # first word of every per-video seed, so train and test streams never meet
+# First word of every per-video seed, so the train, test and alternative-future streams never meet.
+_TRAIN, _TEST, _ALTERNATIVE = 0, 1, 2
 
 
 class Motion(NamedTuple):
@@ -120,6 +121,20 @@ def simulate(motion: Motion, free: int) -> Trajectories:
     pos += vel
   return Trajectories(np.stack(positions, axis=2), np.stack(velocities, axis=2),
                       motion.digit_index)
+
+
+def redraw_future(motion: Motion, rng: np.random.Generator, first_frame: int,
+                  max_speed: int = MAX_SPEED) -> Motion:
+  """`motion` with the bounce draws of frames first_frame.. drawn again from `rng`.
+
+  Frames before `first_frame` are unchanged, and so is every later frame until a digit's next
+  bounce: the result is another future the process could give after the same past (the draws at a
+  wall are the only randomness after the start)."""
+  speed, other = motion.bounce_speed.copy(), motion.bounce_other.copy()
+  shape = speed[:, first_frame:].shape
+  speed[:, first_frame:] = rng.integers(1, max_speed + 1, shape)
+  other[:, first_frame:] = rng.integers(-max_speed, max_speed + 1, shape)
+  return motion._replace(bounce_speed=speed, bounce_other=other)
 
 
 def resize_digits(digits: np.ndarray, digit_size: int) -> np.ndarray:
@@ -287,6 +302,28 @@ class SMMNIST:
     index = motion.digit_index
     return DigitTracks(positions, self.test_digits.labels[index].astype(np.int32),
                        self._test_glyphs[index])
+
+  def test_alternatives(self, num_frames: int, num_videos: int | None = None,
+                        first_frame: int = 1, num_draws: int = 1) -> np.ndarray:
+    """Other futures of the test clips: uint8 [num_videos, num_draws, num_frames, H, W, 1] whose
+    frames before `first_frame` are `test_videos(num_frames, num_videos)`'s, and whose later
+    bounces are drawn again (`redraw_future`): samples of a model that has learnt the data
+    distribution exactly. Draw j of video i uses default_rng([2, test_seed, i, j]), so fewer
+    videos or draws give a prefix."""
+    sources.check_count("num_draws", num_draws)
+    if not 0 < first_frame < num_frames:
+      raise ValueError(f"first_frame={first_frame} must be in [1, {num_frames}): the frames "
+                       f"from it on are drawn again after the same past")
+    motion = self._test_motion(num_frames, num_videos)
+    draws = []
+    for j in range(num_draws):
+      per_video = [redraw_future(slice_motion(motion, i, i + 1),
+                                 np.random.default_rng([_ALTERNATIVE, self.test_seed, i, j]),
+                                 first_frame, self.max_speed)
+                   for i in range(len(motion.start))]
+      draws.append(_videos(self._test_glyphs, concat_motion(per_video), self.image_size,
+                           self.digit_size))
+    return np.stack(draws, axis=1)
 
   def _test_motion(self, num_frames: int, num_videos: int | None) -> Motion:
     num_videos = self.num_test_videos if num_videos is None else num_videos

@@ -11,9 +11,12 @@ single class is right for both. Erasing uses only where the other digits are, ne
 the digit being classified.
 
 The score asks for the right digit in the right place, so it falls both when a prediction loses a
-digit's shape and when it puts the digit elsewhere. Two bars come with it: the real frames (the
-classifier's accuracy on these squares, the ceiling) and copying the last conditioning frame (what
-a prediction that does not move the digits keeps).
+digit's shape and when it puts the digit elsewhere. Three bars come with it: the real frames (the
+classifier's accuracy on these squares); other real futures of the same past, with the bounces
+after the conditioning frames drawn again (what a model that samples the data distribution
+exactly scores: a digit that bounced somewhere else is not at the true position, so this is the
+ceiling for a sampling model); and copying the last conditioning frame (what a prediction that
+does not move the digits keeps).
 
   python -m mcvd_jax.metrics.digit_identity --config=configs/smmnist.py:quick \\
       --samples=/tmp/mcvd_demo/samples_prediction.npz [--classifier=PATH]
@@ -154,10 +157,14 @@ def classifier_classify(params: dict) -> Classify:
   return classify
 
 
+ALTERNATIVE_DRAWS = 4  # other futures per test clip for the sampling model's ceiling
+
+
 def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
   """Digit identity of sampled predictions uint8 [B, T, H, W, C] (the first
-  config.model.num_frames_cond frames the conditioning ones) beside the real frames and copy-last,
-  on the dataset's first B test clips of T frames."""
+  config.model.num_frames_cond frames the conditioning ones) beside the real frames, other real
+  futures (ALTERNATIVE_DRAWS per clip) and copy-last, on the dataset's first B test clips of T
+  frames."""
   from mcvd_jax.data.registry import make_dataset
   if config.data.dataset != "smmnist":
     raise ValueError(f"digit identity needs SMMNIST's digit tracks; data.dataset is "
@@ -177,8 +184,10 @@ def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
   copy_last = np.repeat(real[:, past - 1:past], t, axis=1)
   copy_last[:, :past] = real[:, :past]
   score = lambda videos: kept_by_frame(videos, tracks, classify, past)
+  alternatives = dataset.test_alternatives(t, b, past, ALTERNATIVE_DRAWS)
   return {"frames": list(range(past + 1, t + 1)), "real": score(real),
-          "model": score(samples), "copy_last": score(copy_last)}
+          "other_future": score(alternatives), "model": score(samples),
+          "copy_last": score(copy_last)}
 
 
 def format_table(report: dict) -> str:
@@ -187,7 +196,10 @@ def format_table(report: dict) -> str:
   lines = ["| kept (%) | " + " | ".join(str(i + 1) for i in range(len(frames))) + " |",
            "| --- |" + " --- |" * len(frames)]
   for key, name in (("model", "model"), ("copy_last", "copy the last past frame"),
+                    ("other_future", "another real future (bounces re-drawn)"),
                     ("real", "real frames")):
+    if key not in report:  # reports written before the other futures were scored
+      continue
     lines.append(f"| {name} | " + " | ".join(
         "-" if np.isnan(k) else f"{100 * k:.0f}" for k in report[key]["kept"]) + " |")
   lines.append("| separate digits | " + " | ".join(str(n) for n in report["real"]["digits"])
