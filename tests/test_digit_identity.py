@@ -212,3 +212,13 @@ def test_the_command_scores_a_samples_file(tmp_path, capsys):
   assert di.main([f"--config={config_arg}", f"--samples={tmp_path / 'none.npz'}",
                   f"--classifier={classifier}"]) == 2
   assert "none.npz" in capsys.readouterr().err
+  # samples of a run with overrides are scored with the same overrides
+  config.data.num_digits = 1
+  one_digit = make_dataset(config.data, config.model.image_size, config.model.channels)
+  np.savez(samples, videos=one_digit.test_videos(15, 4))
+  assert di.main(args) == 2 and "not the first 4 test clips" in capsys.readouterr().err
+  assert di.main(args + ["--config.data.num_digits=1"]) == 0
+  report = json.loads((tmp_path / "samples_prediction_identity.json").read_text())
+  assert report["real"]["digits"] == [4] * 10  # one digit per clip, never touching another
+  with pytest.raises(SystemExit, match="data.num_digit"):
+    di.main(args + ["--config.data.num_digit=1"])

@@ -19,7 +19,7 @@ ceiling for a sampling model); and copying the last conditioning frame (what a p
 does not move the digits keeps).
 
   python -m mcvd_jax.metrics.digit_identity --config=configs/smmnist.py:quick \\
-      --samples=/tmp/mcvd_demo/samples_prediction.npz [--classifier=PATH]
+      --samples=/tmp/mcvd_demo/samples_prediction.npz [--classifier=PATH] [--config.FIELD=VALUE]
 
 scores the videos `--mode=sample --config.sampling.task=prediction` wrote (conditioning frames
 first, then the predicted ones: the dataset's first test clips) and writes the table beside them
@@ -207,31 +207,46 @@ def format_table(report: dict) -> str:
   return "\n".join(lines)
 
 
+def _flags(argv: list[str]):
+  """The command's flags for `argv` (with the program name): --config as `main`'s (a
+  file[:variant] and --config.FIELD=VALUE overrides, so samples of an overridden run are scored
+  with the same overrides; ml_collections finds the overrides in the argv it is given)."""
+  from absl import flags
+  from ml_collections import config_flags
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "the config the samples were made with "
+                                  "(configs/smmnist.py[:variant]), with the same overrides",
+                                  flag_values=flag_values, sys_argv=argv)
+  flags.DEFINE_string("samples", None, "samples_prediction.npz of --mode=sample",
+                      flag_values=flag_values)
+  flags.DEFINE_string("classifier", DEFAULT_CLASSIFIER, "digit classifier file; trained and "
+                      "written there when absent", flag_values=flag_values)
+  flags.mark_flags_as_required(["config", "samples"], flag_values=flag_values)
+  return flag_values
+
+
 def main(argv: list[str] | None = None) -> int:
-  import argparse
-  from mcvd_jax.cli_errors import load_config
+  """The command: argv without the program name (sys.argv[1:] when None). Returns the exit
+  status (2 for a missing or unreadable file); a bad flag exits with one `error:` line."""
+  from mcvd_jax.cli_errors import parse_flags_or_exit
   from mcvd_jax.metrics.digit_classifier_training import load_or_train_classifier
-  parser = argparse.ArgumentParser(prog="python -m mcvd_jax.metrics.digit_identity",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", required=True, help="the config the samples were made with "
-                      "(configs/smmnist.py[:variant])")
-  parser.add_argument("--samples", required=True, help="samples_prediction.npz of --mode=sample")
-  parser.add_argument("--classifier", default=DEFAULT_CLASSIFIER,
-                      help="digit classifier file; trained and written there when absent")
-  args = parser.parse_args(argv)
+  argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+  flag_values = _flags(argv)
+  parse_flags_or_exit(flag_values, argv)
+  samples_path, classifier = flag_values.samples, flag_values.classifier
   try:
-    config = load_config(args.config)
-    with np.load(args.samples) as files:
+    config = flag_values.config
+    with np.load(samples_path) as files:
       samples = files["videos"]
-    params = load_or_train_classifier(args.classifier, config.data.mnist_source,
+    params = load_or_train_classifier(classifier, config.data.mnist_source,
                                       config.data.get("mnist_path", ""))
     report = score_samples(config, samples, classifier_classify(params))
   except (FileNotFoundError, KeyError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  out = os.path.splitext(args.samples)[0] + "_identity.json"
+  out = os.path.splitext(samples_path)[0] + "_identity.json"
   with open(out, "w") as f:
-    json.dump({**report, "classifier": args.classifier, "samples": args.samples}, f, indent=1)
+    json.dump({**report, "classifier": classifier, "samples": samples_path}, f, indent=1)
   print(format_table(report))
   print(f"wrote {out}")
   return 0
