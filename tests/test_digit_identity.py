@@ -97,6 +97,29 @@ def test_samples_of_each_video_are_pooled():
   assert report["kept"][:2] == [0.5, 0.5] and report["digits"] == [8, 8, 4]
 
 
+def test_moving_straight_until_the_first_wall():
+  positions = np.array([[[[0, 0], [1, 1], [2, 2], [3, 3], [3, 1], [4, 2]],  # turns at frame 4
+                         [[5, 5]] * 6]])  # still: always on its line
+  straight = di.moving_straight(positions, first_frame=2)
+  np.testing.assert_array_equal(straight, [[[True, True, False, False], [True] * 4]])
+  with pytest.raises(ValueError, match="two given frames"):
+    di.moving_straight(positions, first_frame=1)
+
+
+def test_kept_is_split_into_digits_moving_straight_and_past_a_wall():
+  # one digit moving right that turns down at frame 3: its place there is no longer the line's
+  tracks = _tracks([[[[0, 0], [0, 1], [0, 2], [1, 2]]]], [[3]])
+  real = _draw(tracks)
+  on_the_line = _draw(_tracks([[[[0, 0], [0, 1], [0, 2], [0, 3]]]], [[3]]))
+  for videos, after_wall in ((real, 1.0), (on_the_line, 0.0)):
+    report = di.kept_by_frame(videos, tracks, template_classify, first_frame=2)
+    assert report["straight"]["kept"][0] == 1.0 and np.isnan(report["straight"]["kept"][1])
+    assert report["straight"]["digits"] == [1, 0]
+    assert report["after_wall"]["kept"][1] == after_wall
+    assert report["after_wall"]["digits"] == [0, 1] and report["digits"] == [1, 1]
+  assert "straight" not in di.kept_by_frame(real, tracks, template_classify, first_frame=1)
+
+
 def test_mismatched_inputs_are_named():
   tracks = _tracks(POSITIONS, LABELS)
   real = _draw(tracks)
@@ -173,8 +196,8 @@ def test_score_samples_rows_and_the_wrong_config(quick_data):
   real = dataset.test_videos(15, 8)
   report = di.score_samples(config, real, nearest_test_digit)
   assert report["frames"] == list(range(6, 16))
-  assert report["model"] == report["real"] and report["real"]["digits"] == \
-      report["copy_last"]["digits"]
+  assert json.dumps(report["model"]) == json.dumps(report["real"])  # NaN where no digit
+  assert report["real"]["digits"] == report["copy_last"]["digits"]
   real_kept, copy_kept, other_kept = (np.nanmean(report[k]["kept"])
                                       for k in ("real", "copy_last", "other_future"))
   assert real_kept > 0.9 and copy_kept < real_kept - 0.2, (real_kept, copy_kept)
@@ -208,8 +231,10 @@ def test_the_command_scores_a_samples_file(tmp_path, capsys):
   table = capsys.readouterr().out
   assert "| model |" in table and "| copy the last past frame |" in table
   assert "| another real future (bounces re-drawn) |" in table
+  assert "| model: digits moving straight |" in table and "| model: digits past a wall |" in table
   report = json.loads((tmp_path / "samples_prediction_identity.json").read_text())
-  assert report["model"] == report["real"] and report["classifier"] == classifier
+  assert json.dumps(report["model"]) == json.dumps(report["real"])
+  assert report["classifier"] == classifier
   assert di.main([f"--config={config_arg}", f"--samples={tmp_path / 'none.npz'}",
                   f"--classifier={classifier}"]) == 2
   assert "none.npz" in capsys.readouterr().err
@@ -221,7 +246,7 @@ def test_the_command_scores_a_samples_file(tmp_path, capsys):
   assert di.main(args) == 2 and "not the first 4 test clips" in capsys.readouterr().err
   assert di.main(args + [f"--config.data.num_digits={other_count}"]) == 0
   report = json.loads((tmp_path / "samples_prediction_identity.json").read_text())
-  assert report["model"] == report["real"]
+  assert json.dumps(report["model"]) == json.dumps(report["real"])
   if other_count == 1:  # one digit per clip, never touching another
     assert report["real"]["digits"] == [4] * 10
   with pytest.raises(SystemExit, match="data.num_digit"):

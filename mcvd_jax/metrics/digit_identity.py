@@ -16,7 +16,10 @@ classifier's accuracy on these squares); other real futures of the same past, wi
 after the conditioning frames drawn again (what a model that samples the data distribution
 exactly scores: a digit that bounced somewhere else is not at the true position, so this is the
 ceiling for a sampling model); and copying the last conditioning frame (what a prediction that
-does not move the digits keeps).
+does not move the digits keeps). The model's share is also split in two: digits still moving
+straight (no wall met since the conditioning frames, so their place follows from them) and
+digits that met a wall (from the frame after it their new direction is a random draw, so the
+true place is one of several).
 
   python -m mcvd_jax.metrics.digit_identity --config=configs/smmnist.py:quick \\
       --samples=/tmp/mcvd_demo/samples_prediction.npz [--classifier=PATH] [--config.FIELD=VALUE]
@@ -108,6 +111,28 @@ def check_inputs(videos: np.ndarray, tracks, first_frame: int) -> None:
     raise ValueError(f"first_frame={first_frame} leaves no frame of the {t} to score")
 
 
+def moving_straight(positions: np.ndarray, first_frame: int) -> np.ndarray:
+  """bool [B, D, T - first_frame]: whether each digit is, in every frame from `first_frame` up to
+  this one, where the line through its last two given positions puts it (no wall met since the
+  given frames: where it is follows from them; after a wall its new direction is a random draw).
+  positions: int [B, D, T, 2]; first_frame >= 2 (a velocity needs two given frames)."""
+  positions = np.asarray(positions)
+  if first_frame < 2:
+    raise ValueError(f"first_frame={first_frame}: a digit's velocity needs two given frames")
+  last, velocity = positions[:, :, first_frame - 1], (positions[:, :, first_frame - 1] -
+                                                      positions[:, :, first_frame - 2])
+  ahead = np.arange(1, positions.shape[2] - first_frame + 1)[None, None, :, None]
+  on_line = (positions[:, :, first_frame:] == last[:, :, None] + ahead * velocity[:, :, None])
+  return np.cumprod(on_line.all(axis=-1), axis=-1).astype(bool)
+
+
+def _shares(hit: np.ndarray, frame: np.ndarray, length: int) -> dict:
+  counts = np.bincount(frame, minlength=length)
+  hits = np.bincount(frame, weights=hit, minlength=length)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return {"kept": (hits / counts).tolist(), "digits": counts.tolist()}
+
+
 def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: int) -> dict:
   """Per frame from `first_frame` on, the share of separate digits `classify` gives their label.
 
@@ -115,7 +140,10 @@ def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: i
   the same tracks); tracks: `data.smmnist.DigitTracks` of the B real videos (positions
   [B, D, T, 2], labels [B, D], glyphs [B, D, s, s]).
   Returns {"kept": [T - first_frame] shares in [0, 1] (nan where no digit is separate),
-  "digits": [T - first_frame] how many digit squares each share counts}.
+  "digits": [T - first_frame] how many digit squares each share counts}, and where
+  first_frame >= 2 the same split by `moving_straight`: "straight" (digits whose place follows
+  from the given frames) and "after_wall" (digits that met a wall since: their place is a draw),
+  each {"kept", "digits"}.
   """
   check_inputs(videos, tracks, first_frame)
   videos = np.asarray(videos)
@@ -127,7 +155,9 @@ def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: i
   scored = videos[:, :, first_frame:]  # [B, S, T', H, W, C]
   size, num_digits = np.shape(tracks.glyphs)[-1], positions.shape[1]
   labels = np.asarray(tracks.labels)
-  predicted, truth, frame = [], [], []
+  straight = (np.repeat(moving_straight(tracks.positions, first_frame), s, axis=0)
+              if first_frame >= 2 else None)  # [B*S, D, T']
+  predicted, truth, frame, along_line = [], [], [], []
   for k in range(num_digits):  # erase the other digits' strokes, cut out this digit's square
     cleaned = np.where(others[:, None, k, ..., None], 0, scored)
     squares = digit_squares(cleaned.reshape(b * s, *scored.shape[2:]),
@@ -136,13 +166,16 @@ def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: i
     predicted.append(np.asarray(classify(squares[mask])))
     truth.append(np.broadcast_to(np.repeat(labels[:, k], s)[:, None], mask.shape)[mask])
     frame.append(np.broadcast_to(np.arange(mask.shape[1]), mask.shape)[mask])
+    if straight is not None:
+      along_line.append(straight[:, k][mask])
   predicted, truth, frame = map(np.concatenate, (predicted, truth, frame))
-  length = scored.shape[2]
-  counts = np.bincount(frame, minlength=length)
-  hits = np.bincount(frame, weights=(predicted == truth), minlength=length)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    kept = hits / counts
-  return {"kept": kept.tolist(), "digits": counts.tolist()}
+  hit, length = predicted == truth, scored.shape[2]
+  report = _shares(hit, frame, length)
+  if straight is not None:
+    along_line = np.concatenate(along_line)
+    report["straight"] = _shares(hit[along_line], frame[along_line], length)
+    report["after_wall"] = _shares(hit[~along_line], frame[~along_line], length)
+  return report
 
 
 def classifier_classify(params: dict) -> Classify:
@@ -195,15 +228,25 @@ def format_table(report: dict) -> str:
   frames = report["frames"]
   lines = ["| kept (%) | " + " | ".join(str(i + 1) for i in range(len(frames))) + " |",
            "| --- |" + " --- |" * len(frames)]
-  for key, name in (("model", "model"), ("copy_last", "copy the last past frame"),
+  def row(name, shares):
+    lines.append(f"| {name} | " + " | ".join(
+        "-" if np.isnan(k) else f"{100 * k:.0f}" for k in shares["kept"]) + " |")
+  model = report["model"]
+  row("model", model)
+  if "straight" in model:
+    row("model: digits moving straight", model["straight"])
+    row("model: digits past a wall", model["after_wall"])
+  for key, name in (("copy_last", "copy the last past frame"),
                     ("other_future", "another real future (bounces re-drawn)"),
                     ("real", "real frames")):
-    if key not in report:  # reports written before the other futures were scored
-      continue
-    lines.append(f"| {name} | " + " | ".join(
-        "-" if np.isnan(k) else f"{100 * k:.0f}" for k in report[key]["kept"]) + " |")
-  lines.append("| separate digits | " + " | ".join(str(n) for n in report["real"]["digits"])
-               + " |")
+    if key in report:  # reports written before the other futures were scored have none
+      row(name, report[key])
+  counts = report["real"]
+  lines.append("| separate digits" + (" (straight / past a wall)" if "straight" in counts else "")
+               + " | " + " | ".join(
+                   f"{n}" if "straight" not in counts else f"{a} / {w}" for n, a, w in zip(
+                       counts["digits"], counts.get("straight", counts)["digits"],
+                       counts.get("after_wall", counts)["digits"])) + " |")
   return "\n".join(lines)
 
 
