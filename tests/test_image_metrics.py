@@ -28,6 +28,20 @@ def test_psnr_from_per_video_mse():
     np.testing.assert_allclose(video_psnr(real, fake)[n], expected, rtol=1e-4)
 
 
+def test_psnr_of_an_exact_prediction_is_the_rounding_cap_not_infinity():
+  from mcvd_jax.metrics.evaluation import report_from_scores
+  real, fake = random_videos(0)
+  cap = 10 * np.log10(12 * 255 ** 2)  # the PSNR of uint8 rounding noise, 58.9 dB
+  psnr = np.asarray(video_psnr(real, np.concatenate([real[:1], fake[1:]])))
+  np.testing.assert_allclose(psnr[0], cap, rtol=1e-5)
+  assert 10 < psnr[1] < 30  # a visible error is far below the cap
+  # an evaluation with one still clip copied exactly (copy-last) summarises instead of failing
+  mse = np.array([[0.0, 0.01], [0.02, 0.04]])
+  report = report_from_scores({"mse": mse}, metrics=("mse", "psnr"))
+  np.testing.assert_allclose(report["psnr"]["best_of_samples"]["mean"],
+                             (cap + 10 * np.log10(1 / 0.02)) / 2)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_ssim_matches_scikit_image(channels):
   real, fake = random_videos(1, (2, 3, 32, 28, channels))

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import logging
 
-from mcvd_jax.metrics.image_quality import video_mse, video_ssim
+from mcvd_jax.metrics.image_quality import psnr_from_mse, video_mse, video_ssim
 from mcvd_jax.metrics.stats import best_of_n, summarize
 
 METRICS = ("mse", "psnr", "ssim", "lpips", "fvd", "fid")
@@ -237,8 +237,7 @@ def report_from_scores(scores: dict[str, np.ndarray], *, metrics: Sequence[str],
   if "mse" in metrics:
     report["mse"] = _frame_metric(scores["mse"], "mse")
   if "psnr" in metrics:
-    with np.errstate(divide="ignore"):
-      report["psnr"] = _frame_metric(10.0 * np.log10(1.0 / scores["mse"]), "psnr")
+    report["psnr"] = _frame_metric(psnr_from_mse(np.asarray(scores["mse"], np.float64)), "psnr")
   for name in ("ssim", "lpips"):
     if name in metrics:
       report[name] = _frame_metric(scores[name], name)

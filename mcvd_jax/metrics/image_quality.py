@@ -2,7 +2,8 @@
 
 The reference (its `video_gen`) takes generated and real frames in [0, 1] and
   MSE:  the mean squared error of each frame (over C, H, W), averaged over the predicted frames
-        of a video; PSNR = 10 log10(1 / MSE) of that per-video MSE (not a mean of per-frame PSNRs);
+        of a video; PSNR = 10 log10(1 / MSE) of that per-video MSE (not a mean of per-frame PSNRs;
+        capped at 58.9 dB, the PSNR of uint8 rounding, where the reference gives +inf);
   SSIM: on each frame converted to an 8-bit grey image the way PIL does it (x * 255 truncated to
         uint8, then ITU-R 601 luma with PIL's integer rounding), with a Gaussian window
         (sigma 1.5, 11 taps), population covariances, data range 255, averaged over the frames.
@@ -40,9 +41,23 @@ def video_mse(real: jax.Array, fake: jax.Array) -> jax.Array:
   return jnp.mean(per_frame, axis=1)
 
 
+# The MSE of uint8 rounding (a uniform error of up to half a grey level): PSNR is capped at
+# 10 log10(1 / this) = 58.9 dB. An exact prediction of a uint8 video (a still digit copied) would
+# otherwise score +inf and take the mean over videos with it; an error below the rounding of the
+# frames themselves says nothing more. Any video with a visible error is far below the cap.
+PSNR_FLOOR_MSE = 1.0 / (12 * 255 ** 2)
+
+
+def psnr_from_mse(mse):
+  """PSNR in dB, 10 log10(1 / MSE) for MSE of frames in [0, 1], capped at 58.9 dB
+  (PSNR_FLOOR_MSE); numpy or jax arrays."""
+  xp = jnp if isinstance(mse, jax.Array) else np
+  return 10.0 * xp.log10(1.0 / xp.maximum(mse, PSNR_FLOOR_MSE))
+
+
 def video_psnr(real: jax.Array, fake: jax.Array) -> jax.Array:
-  """[N] PSNR in dB from each video's MSE (frames in [0, 1]); +inf for identical videos."""
-  return 10.0 * jnp.log10(1.0 / video_mse(real, fake))
+  """[N] PSNR in dB from each video's MSE (frames in [0, 1]); identical videos score the cap."""
+  return psnr_from_mse(video_mse(real, fake))
 
 
 def to_grey_uint8(frames: jax.Array, binarize: bool = False) -> jax.Array:
