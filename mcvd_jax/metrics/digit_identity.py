@@ -126,24 +126,21 @@ def moving_straight(positions: np.ndarray, first_frame: int) -> np.ndarray:
   return np.cumprod(on_line.all(axis=-1), axis=-1).astype(bool)
 
 
-def _shares(hit: np.ndarray, frame: np.ndarray, length: int) -> dict:
-  counts = np.bincount(frame, minlength=length)
-  hits = np.bincount(frame, weights=hit, minlength=length)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return {"kept": (hits / counts).tolist(), "digits": counts.tolist()}
+GROUPS = ("", "straight_", "after_wall_")  # prefixes of identity_counts' keys
 
 
-def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: int) -> dict:
-  """Per frame from `first_frame` on, the share of separate digits `classify` gives their label.
+def identity_counts(videos: np.ndarray, tracks, classify: Classify,
+                    first_frame: int) -> dict[str, np.ndarray]:
+  """Per video and frame from `first_frame` on, how many separate digits there are and how many
+  `classify` gives their label: what batches of an evaluation add up (`kept_shares`).
 
   videos: uint8 [B, T, H, W, C] or [B, S, T, H, W, C] (S samples of each video, scored against
   the same tracks); tracks: `data.smmnist.DigitTracks` of the B real videos (positions
   [B, D, T, 2], labels [B, D], glyphs [B, D, s, s]).
-  Returns {"kept": [T - first_frame] shares in [0, 1] (nan where no digit is separate),
-  "digits": [T - first_frame] how many digit squares each share counts}, and where
-  first_frame >= 2 the same split by `moving_straight`: "straight" (digits whose place follows
-  from the given frames) and "after_wall" (digits that met a wall since: their place is a draw),
-  each {"kept", "digits"}.
+  Returns int [B, T - first_frame] arrays "digits" and "kept" (summed over the S samples), and
+  where first_frame >= 2 the same split by `moving_straight`: "straight_digits",
+  "straight_kept" (digits whose place follows from the given frames) and "after_wall_digits",
+  "after_wall_kept" (digits that met a wall since: their place is a draw).
   """
   check_inputs(videos, tracks, first_frame)
   videos = np.asarray(videos)
@@ -155,27 +152,53 @@ def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: i
   scored = videos[:, :, first_frame:]  # [B, S, T', H, W, C]
   size, num_digits = np.shape(tracks.glyphs)[-1], positions.shape[1]
   labels = np.asarray(tracks.labels)
-  straight = (np.repeat(moving_straight(tracks.positions, first_frame), s, axis=0)
-              if first_frame >= 2 else None)  # [B*S, D, T']
-  predicted, truth, frame, along_line = [], [], [], []
+  straight = (moving_straight(tracks.positions, first_frame) if first_frame >= 2
+              else None)  # [B, D, T']
+  counts = {}
+
+  def add(name, mask):  # mask bool [B, S, T'] -> counts over the samples
+    counts[name] = counts.get(name, 0) + mask.sum(axis=1)
+
   for k in range(num_digits):  # erase the other digits' strokes, cut out this digit's square
     cleaned = np.where(others[:, None, k, ..., None], 0, scored)
     squares = digit_squares(cleaned.reshape(b * s, *scored.shape[2:]),
                             np.repeat(positions[:, k:k + 1], s, axis=0), size)[:, 0]
-    mask = np.repeat(separate[:, k], s, axis=0)  # [B*S, T']
-    predicted.append(np.asarray(classify(squares[mask])))
-    truth.append(np.broadcast_to(np.repeat(labels[:, k], s)[:, None], mask.shape)[mask])
-    frame.append(np.broadcast_to(np.arange(mask.shape[1]), mask.shape)[mask])
+    squares = squares.reshape(b, s, *squares.shape[1:])  # [B, S, T', s, s, C]
+    mask = np.broadcast_to(separate[:, None, k], (b, s, scored.shape[2]))
+    hit = np.zeros(mask.shape, bool)
+    hit[mask] = np.asarray(classify(squares[mask])) == np.broadcast_to(
+        labels[:, None, None, k], mask.shape)[mask]
+    add("digits", mask)
+    add("kept", hit)
     if straight is not None:
-      along_line.append(straight[:, k][mask])
-  predicted, truth, frame = map(np.concatenate, (predicted, truth, frame))
-  hit, length = predicted == truth, scored.shape[2]
-  report = _shares(hit, frame, length)
-  if straight is not None:
-    along_line = np.concatenate(along_line)
-    report["straight"] = _shares(hit[along_line], frame[along_line], length)
-    report["after_wall"] = _shares(hit[~along_line], frame[~along_line], length)
+      line = np.broadcast_to(straight[:, None, k], mask.shape)
+      add("straight_digits", mask & line)
+      add("straight_kept", hit & line)
+      add("after_wall_digits", mask & ~line)
+      add("after_wall_kept", hit & ~line)
+  return {name: np.asarray(value, np.int64) for name, value in counts.items()}
+
+
+def kept_shares(counts: dict[str, np.ndarray]) -> dict:
+  """`identity_counts` (of one or several batches, concatenated over videos) -> {"kept": per
+  frame share in [0, 1] (nan where no digit is separate), "digits": per frame count}, with
+  "straight" and "after_wall" the same where the counts have them."""
+  def shares(prefix):
+    digits = np.asarray(counts[prefix + "digits"]).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      kept = np.asarray(counts[prefix + "kept"]).sum(axis=0) / digits
+    return {"kept": kept.tolist(), "digits": digits.tolist()}
+  report = shares("")
+  for prefix in GROUPS[1:]:
+    if prefix + "digits" in counts:
+      report[prefix[:-1]] = shares(prefix)
   return report
+
+
+def kept_by_frame(videos: np.ndarray, tracks, classify: Classify, first_frame: int) -> dict:
+  """Per frame from `first_frame` on, the share of separate digits `classify` gives their label
+  (`identity_counts`' arguments; `kept_shares`' report)."""
+  return kept_shares(identity_counts(videos, tracks, classify, first_frame))
 
 
 def classifier_classify(params: dict) -> Classify:
