@@ -126,11 +126,12 @@ def get_config(arg=None):
   ev.protocols = ""             # comma-separated names (mcvd_jax/metrics/protocols.py); "": every protocol of data.dataset this model can run
   ev.num_test_videos = 0        # 0: the protocol's (256)
   ev.samples_per_video = 0      # 0: the protocol's (10; best-of-N for the frame metrics)
-  ev.metrics = ""               # comma-separated: narrows each protocol's metrics (mse,psnr,ssim,lpips,fvd), may add fid; "": the protocol's
+  ev.metrics = ""               # comma-separated: narrows each protocol's metrics (mse,psnr,ssim,lpips,fvd), may add fid, and identity on SMMNIST predictions; "": the protocol's
   ev.batch_size = 20            # test videos per sampling call (x samples_per_video rollouts, sharded over devices)
   ev.metric_batch_size = 16     # videos per I3D / LPIPS call (sharded over devices)
   ev.save_samples = False       # also keep the generated uint8 videos in WORKDIR/eval/<protocol>/batch_*.npz
   ev.fid_weights = ""           # Inception .npz for the opt-in fid metric (see mcvd_jax/metrics/fid.py)
+  ev.classifier_path = ""       # identity's digit classifier file; "": ~/.cache/mcvd_jax/digit_classifier.npz (trained there once)
   return config
 
 

@@ -130,6 +130,41 @@ def test_eval_writes_reports_and_resumes(tmp_path, monkeypatch, cheap_weights):
   assert len(calls) == 2
 
 
+@pytest.mark.slow
+def test_eval_adds_digit_identity_on_request(tmp_path, cheap_weights):
+  from mcvd_jax.metrics import digit_classifier, digit_identity
+  from mcvd_jax.video_diffusion.config import validate_eval
+  config = tiny_config()
+  config.eval.metrics = "mse,identity"
+  config.eval.save_samples = True
+  config.eval.classifier_path = str(tmp_path / "classifier.npz")  # untrained: the plumbing
+  params = digit_classifier.init_params(0)
+  digit_classifier.save_classifier(params, config.eval.classifier_path, {"note": "untrained"})
+  mcvd_eval.evaluate_checkpoint(config, str(tmp_path / "run"))
+  results = _results(tmp_path / "run")["results"]
+  assert set(results) >= {"mse", "identity"} and "ssim" not in results
+  # the batches' counts add up to what the saved samples score in one go
+  directory = tmp_path / "run" / "eval" / PROTOCOL
+  samples = np.concatenate([np.load(directory / f"batch_{i:05d}.npz")["samples"] for i in (0, 1)])
+  dataset = make_dataset(config.data, 32, 1)
+  classify = digit_identity.classifier_classify(params)
+  direct = digit_identity.kept_by_frame(samples, dataset.test_tracks(15, 3), classify, 5)
+  assert json.dumps(results["identity"]) == json.dumps(direct).replace("NaN", "null")
+  assert sum(results["identity"]["digits"]) > 0 and len(results["identity"]["kept"]) == 10
+  assert results["identity"]["straight"]["digits"][0] + \
+      results["identity"]["after_wall"]["digits"][0] == results["identity"]["digits"][0]
+  assert results["baseline"]["identity"]["digits"] == [n // 2 for n in direct["digits"]]
+  table = (tmp_path / "run" / eval_runner.REPORT_MD).read_text()
+  assert "Digits kept" in table and "| copy the last past frame |" in table
+  # only SMMNIST has the tracks; an unknown name lists identity among the choices
+  config.data.dataset = "kth"
+  with pytest.raises(mcvd_eval.ConfigError, match="identity scores SMMNIST digits"):
+    validate_eval(config)
+  config.eval.metrics = "mse,identityy"
+  with pytest.raises(mcvd_eval.ConfigError, match="or identity"):
+    validate_eval(config)
+
+
 def test_main_eval_mode_reports_bad_settings(tmp_path):
   cmd = [sys.executable, "-m", "mcvd_jax.main", "--config=configs/smmnist.py:tiny",
          f"--workdir={tmp_path}", "--mode=eval", "--config.eval.protocols=smmnist_pred_9to9"]

@@ -253,7 +253,7 @@ def format_table(report: dict) -> str:
            "| --- |" + " --- |" * len(frames)]
   def row(name, shares):
     lines.append(f"| {name} | " + " | ".join(
-        "-" if np.isnan(k) else f"{100 * k:.0f}" for k in shares["kept"]) + " |")
+        "-" if k is None or np.isnan(k) else f"{100 * k:.0f}" for k in shares["kept"]) + " |")
   model = report["model"]
   row("model", model)
   if "straight" in model:
@@ -264,7 +264,7 @@ def format_table(report: dict) -> str:
                     ("real", "real frames")):
     if key in report:  # reports written before the other futures were scored have none
       row(name, report[key])
-  counts = report["real"]
+  counts = report.get("real", model)  # the digits are the real frames' (an eval has no row)
   lines.append("| separate digits" + (" (straight / past a wall)" if "straight" in counts else "")
                + " | " + " | ".join(
                    f"{n}" if "straight" not in counts else f"{a} / {w}" for n, a, w in zip(

@@ -33,6 +33,7 @@ class EvalSettings:
   metric_batch_size: int
   save_samples: bool
   fid_weights: str
+  classifier_path: str = ""  # identity's digit classifier; "": digit_identity.DEFAULT_CLASSIFIER
 
 
 class Checked(NamedTuple):
@@ -120,6 +121,12 @@ def _names(text: str) -> tuple[str, ...]:
   return tuple(part.strip() for part in str(text).split(",") if part.strip())
 
 
+# The digit identity of SMMNIST predictions (metrics/digit_identity.py): an eval.metrics name
+# beside metrics.evaluation's, computed by this family's evaluation (it needs the test digits'
+# tracks, which only the dataset has).
+IDENTITY = "identity"
+
+
 def validate_eval(config: Any) -> EvalSettings:
   """The `eval` section: counts, metric and protocol names (unknown ones fail here, before any
   model is loaded)."""
@@ -131,9 +138,13 @@ def validate_eval(config: Any) -> EvalSettings:
     require(e[field] >= 1, f"eval.{field}={e[field]} must be >= 1")
   metrics = _names(e.metrics)
   try:
-    evaluation.check_metrics(metrics)
+    evaluation.check_metrics([m for m in metrics if m != IDENTITY])
   except ValueError as err:
-    raise ConfigError(f"eval.metrics={e.metrics!r}: {err}") from None
+    raise ConfigError(f"eval.metrics={e.metrics!r}: {err}, or {IDENTITY} (SMMNIST "
+                      f"predictions)") from None
+  require(IDENTITY not in metrics or config.data.dataset == "smmnist",
+          f"eval.metrics={e.metrics!r}: {IDENTITY} scores SMMNIST digits along their true "
+          f"tracks; data.dataset is {config.data.dataset!r}")
   for name in _names(e.protocols):
     try:
       protocols.get(name)
@@ -141,7 +152,7 @@ def validate_eval(config: Any) -> EvalSettings:
       raise ConfigError(f"eval.protocols={e.protocols!r}: {err}") from None
   return EvalSettings(_names(e.protocols), int(e.num_test_videos), int(e.samples_per_video),
                       metrics, int(e.batch_size), int(e.metric_batch_size), bool(e.save_samples),
-                      str(e.fid_weights))
+                      str(e.fid_weights), str(e.get("classifier_path", "")))
 
 
 def validate_family(config: Any, device_count: int = 1, process_count: int = 1) -> Checked:

@@ -30,7 +30,7 @@ from mcvd_jax.core.keys import item_keys
 from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.metrics import baselines, evaluation, protocols
 from mcvd_jax.models import UNetConfig
-from mcvd_jax.video_diffusion.config import Checked, EvalSettings
+from mcvd_jax.video_diffusion.config import IDENTITY, Checked, EvalSettings
 from mcvd_jax.video_diffusion.eval_sampling import (horizon, protocol_key, sample_batch,
                                                     sampler_network_evals, video_sampler)
 from mcvd_jax.video_diffusion.sampling import load_for_sampling
@@ -83,21 +83,24 @@ def select_protocols(config: Any, cfg: UNetConfig, settings: EvalSettings) -> li
 
 def _metrics_for(p: protocols.Protocol, wanted: tuple[str, ...]) -> tuple[str, ...]:
   """eval.metrics narrows a protocol's metrics (generation stays FVD-only: its frames have no
-  ground truth to compare with); fid, which no protocol computes by default, can be added."""
+  ground truth to compare with); fid, which no protocol computes by default, can be added, and
+  identity to a prediction protocol."""
   if not wanted:
     return p.metrics
-  return tuple(m for m in wanted if m in p.metrics or m == "fid")
+  return tuple(m for m in wanted if m in p.metrics or m == "fid" or
+               (m == IDENTITY and p.task == "prediction"))
 
 
 def _check_protocol(p: protocols.Protocol, cfg: UNetConfig) -> None:
   """evaluation.check_shapes on the protocol's sizes, before anything is compiled."""
   real = (p.num_test_videos, p.clip_frames, cfg.image_size, cfg.image_size, cfg.channels)
+  metrics = [m for m in p.metrics if m != IDENTITY]  # this family's own, checked in the config
   try:
     evaluation.check_shapes(real, real[:1] + (p.samples_per_video,) + real[1:],
                             cond_frames=p.scored_cond_frames, future_frames=p.future_frames,
-                            metrics=p.metrics)
+                            metrics=metrics)
     evaluation.check_set_size(p.num_test_videos, p.clip_frames - p.scored_cond_frames -
-                              p.future_frames, p.metrics)
+                              p.future_frames, metrics)
   except ValueError as err:
     raise ConfigError(f"protocol {p.name} ({p.num_test_videos} test videos, {p.samples_per_video} "
                     f"samples, metrics {', '.join(p.metrics)}): {err}. Adjust --config.eval."
@@ -134,23 +137,56 @@ def markdown_section(entry: dict) -> str:
     lines += [entry["sampler"] + (f" (measured: {measured['mean']:.1f} on average, "
                                   f"{measured['min']} to {measured['max']}, over "
                                   f"{measured['solves']} blocks)" if measured else "") + ".", ""]
+  if "identity" in results:
+    lines += [identity_markdown(p, results), ""]
   others = [m for m in computed if m not in columns]
   if others:
     lines += [f"Also computed (see {REPORT_JSON}): {', '.join(others)}.", ""]
   return "\n".join(lines)
 
 
+def identity_markdown(p: dict, results: dict) -> str:
+  """The digit identity of a prediction protocol's report entry as a table per predicted frame."""
+  from mcvd_jax.metrics.digit_identity import format_table
+  table = {"frames": list(range(p["pred_frames"])), "model": results["identity"]}
+  if "identity" in results.get("baseline", {}):
+    table["copy_last"] = results["baseline"]["identity"]
+  return ("Digits kept: the share of separate digits the digit classifier reads as the right "
+          "digit at their true place, per predicted frame, over all samples "
+          "(metrics/digit_identity.py).\n\n" + format_table(table))
+
+
+def _identity_scorer(dataset: Any, p: protocols.Protocol, classify: Any) -> Any:
+  """score(videos [n, S, T, H, W, C], first) -> identity_counts of test videos first.. (keys
+  prefixed "identity/")."""
+  from mcvd_jax.metrics.digit_identity import identity_counts
+  tracks = dataset.test_tracks(p.clip_frames, p.num_test_videos)
+
+  def score(videos, first):
+    part = type(tracks)(*(field[first:first + len(videos)] for field in tracks))
+    counts = identity_counts(videos, part, classify, p.cond_frames)
+    return {f"{IDENTITY}/{k}": v for k, v in counts.items()}
+  return score
+
+
 def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, dataset: Any,
                  settings: EvalSettings, source: str, mesh: Any, weights: dict,
-                 p: protocols.Protocol) -> EvalJob:
-  """The runner's job for protocol `p`: batches of test videos sampled and scored."""
+                 p: protocols.Protocol, classify: Any = None) -> EvalJob:
+  """The runner's job for protocol `p`: batches of test videos sampled and scored (`classify`,
+  the digit classifier, where p.metrics has identity)."""
   clips = np.asarray(dataset.test_videos(p.clip_frames, p.num_test_videos))
+  identity = _identity_scorer(dataset, p, classify) if IDENTITY in p.metrics else None
+  shared = tuple(m for m in p.metrics if m != IDENTITY)  # metrics.evaluation's
   key = protocol_key(config.seed, p.name)
   sampler = video_sampler(cfg, diffusion, config.sampling, horizon(p, cfg))
   size, s = settings.batch_size, p.samples_per_video
   rows = min(size, p.num_test_videos) * s
   baseline = baselines.BASELINE_FOR_TASK.get(p.task)  # None for generation
-  keys = evaluation.score_keys(p.metrics)
+  keys = evaluation.score_keys(shared)
+  if identity:
+    from mcvd_jax.metrics.digit_identity import GROUPS
+    keys |= {f"{IDENTITY}/{group}{n}" for group in GROUPS for n in ("digits", "kept")
+             if p.cond_frames >= 2 or not group}
   if baseline:
     keys |= {f"baseline/{k}" for k in keys}
   if sampler.tally is not None:
@@ -168,13 +204,17 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
       scored = np.concatenate([fake, made], axis=1)
     arrays = evaluation.score_videos(
         real, scored, cond_frames=p.scored_cond_frames, future_frames=p.future_frames,
-        metrics=p.metrics, binarize=p.binarize, batch_size=settings.metric_batch_size,
+        metrics=shared, binarize=p.binarize, batch_size=settings.metric_batch_size,
         mesh=mesh, **weights)
     if baseline:  # per-sample arrays [n, S + 1, ...] -> the model's S and the baseline's 1
       for k in list(arrays):
         real_side = k.endswith("_real")  # i3d_real, inception_real: shared by both
         arrays[f"baseline/{k}"] = arrays[k] if real_side else arrays[k][:, s:]
         arrays[k] = arrays[k] if real_side else arrays[k][:, :s]
+    if identity:  # counts per video, summed over its samples
+      arrays.update(identity(fake, first))
+      if baseline:
+        arrays.update({f"baseline/{k}": v for k, v in identity(made, first).items()})
     if settings.save_samples:
       arrays["samples"] = fake
     if sampler.tally is not None:
@@ -183,10 +223,16 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
 
   def summarize(scores: dict[str, np.ndarray]) -> dict:
     def report(prefix):
-      return evaluation.report_from_scores(
+      results = evaluation.report_from_scores(
           {k[len(prefix):]: v for k, v in scores.items() if k.startswith(prefix) and
-           "/" not in k[len(prefix):]}, metrics=p.metrics, cond_frames=p.scored_cond_frames,
-          future_frames=p.future_frames)
+           "/" not in k[len(prefix):]}, metrics=shared,
+          cond_frames=p.scored_cond_frames, future_frames=p.future_frames)
+      if identity:
+        from mcvd_jax.metrics.digit_identity import kept_shares
+        counted = f"{prefix}{IDENTITY}/"
+        results[IDENTITY] = kept_shares({k[len(counted):]: v for k, v in scores.items()
+                                         if k.startswith(counted)})
+      return results
     results = report("")
     if baseline:
       results["baseline"] = {"name": baseline, "label": baselines.LABELS[baseline],
@@ -235,14 +281,30 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
     raise ConfigError(f"eval.fid_weights={settings.fid_weights!r}: {err}") from None
   from mcvd_jax.data.registry import make_dataset
   dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
+  classify = _digit_classifier(config, settings) if any(IDENTITY in p.metrics
+                                                        for p in chosen) else None
   mesh = make_mesh()
   jobs = tuple(protocol_job(config, cfg, params, diffusion_section, dataset, settings, source,
-                            mesh, weights, p) for p in chosen)
+                            mesh, weights, p, classify) for p in chosen)
   summary = {"dataset": config.data.dataset,
              "sampler": {"kind": config.sampling.kind, "subsample": config.sampling.subsample,
                          "network_evals_per_block": sampler_network_evals(
                              cfg, diffusion_section, config.sampling)}}
   return Evaluation(source=source, jobs=jobs, summary=summary, to_json=evaluation.to_json)
+
+
+def _digit_classifier(config: Any, settings: EvalSettings) -> Any:
+  """identity's classifier (eval.classifier_path, or the shared default file, trained there
+  once), read before any sampling."""
+  from mcvd_jax.metrics import digit_identity
+  from mcvd_jax.metrics.digit_classifier_training import load_or_train_classifier
+  path = settings.classifier_path or digit_identity.DEFAULT_CLASSIFIER
+  try:
+    params = load_or_train_classifier(path, config.data.mnist_source,
+                                      config.data.get("mnist_path", ""))
+  except (OSError, ValueError) as err:
+    raise ConfigError(f"eval.classifier_path={path!r}: {err}") from None
+  return digit_identity.classifier_classify(params)
 
 
 def evaluate_checkpoint(config: Any, workdir: str, checkpoint: str | None = None) -> str:
