@@ -21,6 +21,7 @@ from mcvd_jax.video_diffusion.family import FAMILY as MCVD
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo" / "smmnist_quick"
+DEMO_ONE_DIGIT = ROOT / "demo" / "smmnist_quick1"  # configs/smmnist.py:quick1's network
 
 
 def readme_command(marker: str) -> list[str]:
@@ -41,11 +42,12 @@ def test_quick_config_trains_a_few_steps(tmp_path):
   assert (tmp_path / "checkpoints" / "2").is_dir()
 
 
-def test_demo_model_directory_is_small_and_describes_itself():
-  meta = (DEMO / "model_config.json").read_text()
-  for words in ('"prediction": "x0"', '"provenance"', '"step"'):
+@pytest.mark.parametrize("demo, digits", [(DEMO, 2), (DEMO_ONE_DIGIT, 1)])
+def test_demo_model_directory_is_small_and_describes_itself(demo, digits):
+  meta = (demo / "model_config.json").read_text()
+  for words in ('"prediction": "x0"', '"provenance"', '"step"', f'"num_digits": {digits}'):
     assert words in meta
-  size = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
+  size = sum(p.stat().st_size for p in demo.rglob("*") if p.is_file())
   assert size < 10e6, f"the demo model is {size / 1e6:.1f} MB"
 
 
@@ -69,9 +71,16 @@ def test_demo_model_refuses_interpolation_with_the_reason(tmp_path):
     run_mode(MCVD, config, str(tmp_path), "sample", str(DEMO))
 
 
+# (demo, config variant, model MSE bound as a share of copy-last's overall, and on the first
+# predicted block): measured 0.036 vs 0.062 and 0.019 vs 0.059 for the two-digit demo on its four
+# clips, 0.016 vs 0.032 and 0.011 vs 0.026 for the one-digit demo on its eight.
+DEMOS = [("smmnist_quick", "quick", 0.75, 0.5), ("smmnist_quick1", "quick1", 0.65, 0.6)]
+
+
 @pytest.mark.slow
-def test_the_readme_demo_command_predicts_moving_digits(tmp_path):
-  command = readme_command("--checkpoint=demo/smmnist_quick")
+@pytest.mark.parametrize("name, variant, overall, first", DEMOS)
+def test_the_readme_demo_command_predicts_moving_digits(tmp_path, name, variant, overall, first):
+  command = readme_command(f"--checkpoint=demo/{name} ")
   command = [sys.executable if part == "python" else part for part in command]
   command = [f"--workdir={tmp_path}" if part.startswith("--workdir=") else part
              for part in command]
@@ -86,14 +95,15 @@ def test_the_readme_demo_command_predicts_moving_digits(tmp_path):
   assert re.search(r"samples_\w+\.gif", str(gif))
   # They continue these clips: the sample mode conditions on the quick config's fixed test clips,
   # and the predictions are closer to the clips' real future than repeating the last past frame.
-  config = smmnist.get_config("quick")
+  assert f"--config=configs/smmnist.py:{variant}" in command
+  config = smmnist.get_config(variant)
   dataset = data.make_dataset(config.data, config.model.image_size, config.model.channels)
   real = dataset.test_videos(videos.shape[1], videos.shape[0])
   np.testing.assert_array_equal(videos[:, :5], real[:, :5])
   future = real[:, 5:].astype(np.float32) / 255
   model_mse = np.mean((predicted - future) ** 2)
   copy_last_mse = np.mean((real[:, 4:5].astype(np.float32) / 255 - future) ** 2)
-  assert model_mse < 0.75 * copy_last_mse, (model_mse, copy_last_mse)  # measured 0.036 vs 0.062
-  # and the first predicted block by far (measured 0.019 vs 0.059)
+  assert model_mse < overall * copy_last_mse, (model_mse, copy_last_mse)
+  # and the first predicted block by far
   first_block = np.mean((predicted[:, :5] - future[:, :5]) ** 2)
-  assert first_block < 0.5 * np.mean((real[:, 4:5] / 255 - future[:, :5]) ** 2), first_block
+  assert first_block < first * np.mean((real[:, 4:5] / 255 - future[:, :5]) ** 2), first_block

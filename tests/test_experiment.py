@@ -18,7 +18,7 @@ def _config(**overrides):
 
 
 def test_the_shipped_configs_are_valid():
-  for variant in ("", "spatin", "past_mask", "general", "quick", "tiny"):
+  for variant in ("", "spatin", "past_mask", "general", "quick", "quick1", "tiny"):
     experiment.validate_config(smmnist.get_config(variant), device_count=8)
   experiment.validate_config(bair.get_config(""), device_count=8)  # the name is known
 

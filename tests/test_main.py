@@ -13,7 +13,7 @@ from mcvd_jax.video_diffusion.family import FAMILY as MCVD
 from mcvd_jax.models import UNetConfig
 
 
-@pytest.mark.parametrize("variant", ["", "spatin", "past_mask", "general", "quick", "tiny"])
+@pytest.mark.parametrize("variant", ["", "spatin", "past_mask", "general", "quick", "quick1", "tiny"])
 def test_smmnist_configs_build_valid_models(variant):
   config = smmnist.get_config(variant)
   cfg = UNetConfig.from_mapping(config.model)
