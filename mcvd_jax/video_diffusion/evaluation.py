@@ -160,7 +160,10 @@ def _identity_scorer(dataset: Any, p: protocols.Protocol, classify: Any) -> Any:
   """score(videos [n, S, T, H, W, C], first) -> identity_counts of test videos first.. (keys
   prefixed "identity/")."""
   from mcvd_jax.metrics.digit_identity import identity_counts
-  tracks = dataset.test_tracks(p.clip_frames, p.num_test_videos)
+  try:
+    tracks = dataset.test_tracks(p.clip_frames, p.num_test_videos)
+  except ValueError as err:  # test digits without labels
+    raise ConfigError(f"eval.metrics has {IDENTITY}: {err}") from None
 
   def score(videos, first):
     part = type(tracks)(*(field[first:first + len(videos)] for field in tracks))
