@@ -27,7 +27,8 @@ true place is one of several).
 scores the videos `--mode=sample --config.sampling.task=prediction` wrote (conditioning frames
 first, then the predicted ones: the dataset's first test clips) and writes the table beside them
 as `<samples>_identity.json`. The classifier file is trained once (a minute or two on a CPU) where
-none exists (default `~/.cache/mcvd_jax/digit_classifier.npz`).
+none exists (default `~/.cache/mcvd_jax/digit_classifier.npz`). An evaluation computes the same
+shares for the model and copy-last with `--mode=eval --config.eval.metrics=...,identity`.
 """
 
 from __future__ import annotations
