@@ -84,7 +84,7 @@ def test_parse_variant_lists_the_variants_closest_first():
     smmnist.get_config("tinyy")
   assert isinstance(err.value, ValueError) and cli_errors.is_unknown_variant(err.value)
   assert str(err.value) == ("configs/smmnist.py: unknown variant 'tinyy'; did you mean 'tiny'? "
-                            "Variants: 'tiny', '', 'spatin', 'past_mask', 'general', 'quick'")
+                            "Variants: 'tiny', '', 'spatin', 'past_mask', 'general', 'quick', 'quick1'")
 
 
 # argv after the program name, the bad name it must mention, the closest valid name.
