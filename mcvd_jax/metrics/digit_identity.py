@@ -130,6 +130,13 @@ def moving_straight(positions: np.ndarray, first_frame: int) -> np.ndarray:
 GROUPS = ("", "straight_", "after_wall_")  # prefixes of identity_counts' keys
 
 
+def count_names(first_frame: int) -> tuple[str, ...]:
+  """The keys `identity_counts` returns for `first_frame` (the split by `moving_straight` needs
+  two given frames)."""
+  groups = GROUPS if first_frame >= 2 else GROUPS[:1]
+  return tuple(group + name for group in groups for name in ("digits", "kept"))
+
+
 def identity_counts(videos: np.ndarray, tracks, classify: Classify,
                     first_frame: int) -> dict[str, np.ndarray]:
   """Per video and frame from `first_frame` on, how many separate digits there are and how many
@@ -266,11 +273,12 @@ def format_table(report: dict) -> str:
     if key in report:  # reports written before the other futures were scored have none
       row(name, report[key])
   counts = report.get("real", model)  # the digits are the real frames' (an eval has no row)
-  lines.append("| separate digits" + (" (straight / past a wall)" if "straight" in counts else "")
-               + " | " + " | ".join(
-                   f"{n}" if "straight" not in counts else f"{a} / {w}" for n, a, w in zip(
-                       counts["digits"], counts.get("straight", counts)["digits"],
-                       counts.get("after_wall", counts)["digits"])) + " |")
+  if "straight" in counts:
+    label, cells = "separate digits (straight / past a wall)", [
+        f"{a} / {w}" for a, w in zip(counts["straight"]["digits"], counts["after_wall"]["digits"])]
+  else:
+    label, cells = "separate digits", [str(n) for n in counts["digits"]]
+  lines.append(f"| {label} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 

@@ -127,6 +127,11 @@ def _names(text: str) -> tuple[str, ...]:
 IDENTITY = "identity"
 
 
+def shared_metrics(names) -> tuple[str, ...]:
+  """The metric names metrics.evaluation computes: all but this family's IDENTITY."""
+  return tuple(m for m in names if m != IDENTITY)
+
+
 def validate_eval(config: Any) -> EvalSettings:
   """The `eval` section: counts, metric and protocol names (unknown ones fail here, before any
   model is loaded)."""
@@ -138,7 +143,7 @@ def validate_eval(config: Any) -> EvalSettings:
     require(e[field] >= 1, f"eval.{field}={e[field]} must be >= 1")
   metrics = _names(e.metrics)
   try:
-    evaluation.check_metrics([m for m in metrics if m != IDENTITY])
+    evaluation.check_metrics(shared_metrics(metrics))
   except ValueError as err:
     raise ConfigError(f"eval.metrics={e.metrics!r}: {err}, or {IDENTITY} (SMMNIST "
                       f"predictions)") from None

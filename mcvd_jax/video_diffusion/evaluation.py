@@ -30,7 +30,7 @@ from mcvd_jax.core.keys import item_keys
 from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.metrics import baselines, evaluation, protocols
 from mcvd_jax.models import UNetConfig
-from mcvd_jax.video_diffusion.config import IDENTITY, Checked, EvalSettings
+from mcvd_jax.video_diffusion.config import IDENTITY, Checked, EvalSettings, shared_metrics
 from mcvd_jax.video_diffusion.eval_sampling import (horizon, protocol_key, sample_batch,
                                                     sampler_network_evals, video_sampler)
 from mcvd_jax.video_diffusion.sampling import load_for_sampling
@@ -94,7 +94,7 @@ def _metrics_for(p: protocols.Protocol, wanted: tuple[str, ...]) -> tuple[str, .
 def _check_protocol(p: protocols.Protocol, cfg: UNetConfig) -> None:
   """evaluation.check_shapes on the protocol's sizes, before anything is compiled."""
   real = (p.num_test_videos, p.clip_frames, cfg.image_size, cfg.image_size, cfg.channels)
-  metrics = [m for m in p.metrics if m != IDENTITY]  # this family's own, checked in the config
+  metrics = shared_metrics(p.metrics)  # identity is checked in the config
   try:
     evaluation.check_shapes(real, real[:1] + (p.samples_per_video,) + real[1:],
                             cond_frames=p.scored_cond_frames, future_frames=p.future_frames,
@@ -179,7 +179,7 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
   the digit classifier, where p.metrics has identity)."""
   clips = np.asarray(dataset.test_videos(p.clip_frames, p.num_test_videos))
   identity = _identity_scorer(dataset, p, classify) if IDENTITY in p.metrics else None
-  shared = tuple(m for m in p.metrics if m != IDENTITY)  # metrics.evaluation's
+  shared = shared_metrics(p.metrics)
   key = protocol_key(config.seed, p.name)
   sampler = video_sampler(cfg, diffusion, config.sampling, horizon(p, cfg))
   size, s = settings.batch_size, p.samples_per_video
@@ -187,9 +187,8 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
   baseline = baselines.BASELINE_FOR_TASK.get(p.task)  # None for generation
   keys = evaluation.score_keys(shared)
   if identity:
-    from mcvd_jax.metrics.digit_identity import GROUPS
-    keys |= {f"{IDENTITY}/{group}{n}" for group in GROUPS for n in ("digits", "kept")
-             if p.cond_frames >= 2 or not group}
+    from mcvd_jax.metrics.digit_identity import count_names
+    keys |= {f"{IDENTITY}/{name}" for name in count_names(p.cond_frames)}
   if baseline:
     keys |= {f"baseline/{k}" for k in keys}
   if sampler.tally is not None:
