@@ -192,6 +192,9 @@ def test_updates_over_the_gradient_norm_bound_are_skipped_and_counted(tmp_path):
     (["--workdir=/proc/mcvd_jax_run"], "error: workdir '/proc/mcvd_jax_run' is not writable"),
     (["--mode=sample", "--config.sampling.kind=ddpx"], "error: sampling.kind='ddpx' is unknown"),
     (["--mode=eval", "--config.eval.batch_size=0"], "error: eval.batch_size=0 must be >= 1"),
+    (["--config.training.init_from=demo/smmnist_quick"],
+     "error: --config.training.init_from='demo/smmnist_quick' holds another network "
+     "(model.num_frames: the weights' 5, the config's 2"),
 ])
 def test_main_reports_project_errors_as_one_message(tmp_path, args, message):
   command = [sys.executable, "-m", "mcvd_jax.main", "--config=configs/smmnist.py:tiny",

@@ -27,6 +27,9 @@ TRAINING_DEFAULTS = {
     "keep_checkpoints": 3,
     "nonfinite_loss": "stop",  # stop | skip (drop that update and go on)
     "profile": False,
+    # warm start (core.warm_start): a training workdir, checkpoints/<step> or model directory
+    # whose weights a new run starts from (fresh optimizer, step 0); "" starts from random ones
+    "init_from": "",
 }
 
 

@@ -68,6 +68,9 @@ class TrainingSetup:
   data_init: Callable[[Any, Any, Any, jax.Array], tuple[Any, Any]] | None = None
   optimizer: optax.GradientTransformation | None = None  # default: from the config's optim
   learning_rate: optax.Schedule | None = None  # the family optimizer's schedule, for the log
+  # path -> parameters of a model directory in the family's own format (exported or converted
+  # weights) for `training.init_from`, None for a path that is not one (core.warm_start)
+  load_pretrained: Callable[[str], Any] | None = None
 
   @property
   def stateful(self) -> bool:

@@ -30,6 +30,7 @@ from mcvd_jax.core.preemption import PreemptionNotice, TrainingPreempted
 from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.core.train_step import (TrainState, abstract_train_state, init_train_state,
                                       make_train_step)
+from mcvd_jax.core.warm_start import read_init_weights, warm_started
 from mcvd_jax.errors import ProjectError
 
 _LOOP_METRICS = ("loss", "grad_norm", "lr", "ema_rate", "finite", "large_grad")
@@ -191,9 +192,17 @@ class Trainer:
 
 def _restore_or_init(trainer: Trainer, checkpointer: Checkpointer) -> TrainState:
   restored = checkpointer.restore_newest(trainer.abstract_state())
+  init_from = trainer.config.training.get("init_from", "")
+  if restored is None and init_from:
+    params, model_state = read_init_weights(init_from, trainer.setup)
+    logging.info("started a new run in %s from the weights of %s", trainer.workdir, init_from)
+    return warm_started(trainer.init_state(), params, model_state, trainer.replicated)
   if restored is None:
     logging.info("started a new run in %s", trainer.workdir)
     return trainer.init_state()
+  if init_from:
+    logging.warning("training.init_from=%s is not used: the workdir's checkpoints resume the run",
+                 init_from)
   state, meta = restored
   if meta.get("data_seed", trainer.data_seed) != trainer.data_seed:
     logging.warning("the checkpoint was trained with data seed %s, this config has %s",

@@ -11,16 +11,23 @@ network and diffusion settings of DIR with the sampling, data and eval settings 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
+from typing import Any
 
 import ml_collections
+from absl import logging
 
 from mcvd_jax.convert.export import save_converted
 from mcvd_jax.core import paths
+from mcvd_jax.core.config_checks import ConfigError
 from mcvd_jax.core.weights import load_weights
 from mcvd_jax.models import UNetConfig, init_params
+
+# UNetConfig fields a warm start may change: how the same network computes, not what it is.
+FREE_MODEL_FIELDS = ("dropout", "dtype", "remat", "kernels")
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -45,6 +52,30 @@ def export_model(workdir: str, out_dir: str, checkpoint: str | None = None,
   save_converted(out_dir, cfg, loaded.params, {}, diffusion_config=config.diffusion.to_dict(),
                  provenance=json.loads(json.dumps(provenance, default=list)))
   return out_dir
+
+
+def pretrained_params(path: str, cfg: UNetConfig, diffusion_section: Any) -> Any | None:
+  """The parameters of the model directory `path` (model_config.json beside params: an exported
+  run or a converted reference checkpoint) for `training.init_from`, None when `path` is not one.
+  ConfigError naming every network field (FREE_MODEL_FIELDS aside) in which the directory's
+  network differs from `cfg`; a warning for each `diffusion` field it was trained with that
+  differs from `diffusion_section` (a fine-tune may change them on purpose)."""
+  if not paths.exists(os.path.join(path, "model_config.json")):
+    return None
+  from mcvd_jax.convert.export import converted_diffusion_fields, load_converted
+  saved_cfg, params, _ = load_converted(path)
+  differ = [f"model.{name}: the weights' {getattr(saved_cfg, name)!r}, the config's "
+            f"{getattr(cfg, name)!r}" for name in (f.name for f in dataclasses.fields(cfg))
+            if name not in FREE_MODEL_FIELDS and getattr(saved_cfg, name) != getattr(cfg, name)]
+  if differ:
+    raise ConfigError(f"--config.training.init_from={path!r} holds another network ("
+                      + "; ".join(differ) + "); set those --config.model fields to the weights' "
+                      "values")
+  for name, value in sorted(converted_diffusion_fields(path).items()):
+    if name in diffusion_section and diffusion_section[name] != value:
+      logging.warning("warm start: the weights in %s were trained with diffusion.%s=%r, this run "
+                      "uses %r", path, name, value, diffusion_section[name])
+  return params
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
 from mcvd_jax.video.masking import make_training_batch
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.config import Checked
+from mcvd_jax.video_diffusion.export import pretrained_params
 from mcvd_jax.video_diffusion.signal import loss_by_level, make_learning_signal
 from mcvd_jax.video_diffusion.tasks import Masking, clip_frames_for_task, task_inputs, task_masks
 
@@ -115,7 +116,8 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
       init_params=lambda key: init_params(cfg, key),
       loss_fn=make_masked_loss(diffusion_loss, masking, num_levels), train_batch=train_batch,
       meta=meta, write_media=make_media_writer(config, cfg, dataset, tasks, rollout),
-      evaluate=make_signal_evaluation(config, denoise, diffusion, masking, dataset))
+      evaluate=make_signal_evaluation(config, denoise, diffusion, masking, dataset),
+      load_pretrained=lambda path: pretrained_params(path, cfg, config.diffusion))
 
 
 def make_signal_evaluation(config: Any, denoise: Callable, diffusion: Any, masking: Masking,

@@ -1,0 +1,123 @@
+"""training.init_from (core.warm_start): a new run starts from trained weights with a fresh
+optimizer at step 0, for any family (the toy's training checkpoints) and for MCVD's model
+directories (the shipped demo model); a run that already has checkpoints resumes from them; a
+path that is missing, empty or holds another network is a ConfigError naming the field."""
+
+import jax
+import numpy as np
+import pytest
+
+import toy_family
+from configs import smmnist
+from mcvd_jax import registry
+from mcvd_jax.convert.export import load_converted
+from mcvd_jax.core import loop
+from mcvd_jax.core.checkpointing import Checkpointer
+from mcvd_jax.core.config_checks import ConfigError
+from mcvd_jax.core.modes import check_config
+from mcvd_jax.video_diffusion.export import pretrained_params
+from mcvd_jax.video_diffusion.family import FAMILY as MCVD
+from test_demo_model import DEMO, DEMO_ONE_DIGIT
+
+
+@pytest.fixture(autouse=True)
+def toy_registered(monkeypatch):
+  monkeypatch.setitem(registry.FAMILIES, toy_family.NAME, toy_family.FAMILY)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A finished 6-step toy run: (workdir, final state)."""
+  workdir = tmp_path_factory.mktemp("source")
+  state = loop.train_and_evaluate(toy_family.toy_config(), str(workdir), toy_family.FAMILY)
+  return workdir, state
+
+
+def _first_state(config, workdir):
+  trainer = loop.Trainer(config, str(workdir), toy_family.FAMILY)
+  checkpointer = Checkpointer(str(workdir))
+  try:
+    return loop._restore_or_init(trainer, checkpointer), trainer
+  finally:
+    checkpointer.close()
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("where", ["workdir", "step"])
+def test_a_warm_start_takes_the_ema_weights_and_a_fresh_optimizer(trained, tmp_path, where):
+  source, done = trained
+  path = source if where == "workdir" else source / "checkpoints" / "4"
+  expected = done.ema_params
+  if where == "step":
+    expected = Checkpointer(str(source)).restore_ema(4, done.ema_params)
+  state, trainer = _first_state(toy_family.toy_config(init_from=str(path)), tmp_path)
+  assert int(state.step) == 0
+  _assert_trees_equal(state.params, expected)
+  _assert_trees_equal(state.ema_params, expected)
+  if where == "workdir":  # the model state of the same checkpoint (a running mean here)
+    _assert_trees_equal(state.model_state, done.model_state)
+  # The optimizer starts afresh: Adam's moments are those of a new run, not the source's.
+  _assert_trees_equal(state.opt_state, trainer.init_state().opt_state)
+  assert not all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(state.opt_state), jax.tree.leaves(done.opt_state)))
+
+
+def test_a_warm_started_run_trains_and_then_resumes_its_own_checkpoints(trained, tmp_path):
+  source, done = trained
+  config = toy_family.toy_config(init_from=str(source), num_steps=4)
+  state = loop.train_and_evaluate(config, str(tmp_path), toy_family.FAMILY)
+  assert int(state.step) == 4
+  # Trained from the source's fit, the EMA fits sin(3x) better than a fresh 2-step run does.
+  fresh = loop.train_and_evaluate(toy_family.toy_config(num_steps=4), str(tmp_path / "fresh"),
+                                  toy_family.FAMILY)
+  mse = lambda s: toy_family.test_mse(s.ema_params, s.model_state)  # noqa: E731
+  assert mse(state) < mse(fresh)
+  # Run again in the same workdir, the run's own step-2 checkpoint wins over init_from.
+  again, _ = _first_state(config, tmp_path)
+  assert int(again.step) == 4
+  _assert_trees_equal(again.params, state.params)
+
+
+def test_a_warm_start_from_a_missing_empty_or_other_network_path_names_the_field(trained,
+                                                                                 tmp_path):
+  source, _ = trained
+  with pytest.raises(ConfigError, match=r"training.init_from=.*does not exist"):
+    _first_state(toy_family.toy_config(init_from=str(tmp_path / "nowhere")), tmp_path / "a")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ConfigError, match=r"training.init_from=.*holds no training checkpoints"):
+    _first_state(toy_family.toy_config(init_from=str(tmp_path / "empty")), tmp_path / "b")
+  other = toy_family.toy_config(init_from=str(source))
+  other.toy.hidden = 8
+  with pytest.raises(ConfigError, match=r"training.init_from=.*saved \(1, 16\), model \(1, 8\)"):
+    _first_state(other, tmp_path / "c")
+
+
+def test_mcvd_warm_starts_from_a_model_directory_with_the_same_network():
+  config = smmnist.get_config("quick1")
+  checked = check_config(config, MCVD)
+  params = pretrained_params(str(DEMO_ONE_DIGIT), checked.model, config.diffusion)
+  _assert_trees_equal(params, load_converted(str(DEMO_ONE_DIGIT))[1])
+  assert pretrained_params(str(DEMO_ONE_DIGIT / "params"), checked.model, config.diffusion) is None
+  config.model.ngf, config.model.num_res_blocks = 16, 2
+  checked = check_config(config, MCVD)
+  with pytest.raises(ConfigError, match=r"model.ngf: the weights' 32, the config's 16; "
+                                        r"model.num_res_blocks: the weights' 1, the config's 2"):
+    pretrained_params(str(DEMO), checked.model, config.diffusion)
+
+
+def test_mcvd_training_starts_from_the_demo_model(tmp_path):
+  config = smmnist.get_config("quick1")
+  config.training.init_from = str(DEMO_ONE_DIGIT)
+  trainer = loop.Trainer(config, str(tmp_path), MCVD)
+  checkpointer = Checkpointer(str(tmp_path))
+  try:
+    state = loop._restore_or_init(trainer, checkpointer)
+  finally:
+    checkpointer.close()
+  demo = load_converted(str(DEMO_ONE_DIGIT))[1]
+  _assert_trees_equal(state.params, demo)
+  _assert_trees_equal(state.ema_params, demo)
