@@ -202,7 +202,7 @@ def _restore_or_init(trainer: Trainer, checkpointer: Checkpointer) -> TrainState
     return trainer.init_state()
   if init_from:
     logging.warning("training.init_from=%s is not used: the workdir's checkpoints resume the run",
-                 init_from)
+                    init_from)
   state, meta = restored
   if meta.get("data_seed", trainer.data_seed) != trainer.data_seed:
     logging.warning("the checkpoint was trained with data seed %s, this config has %s",

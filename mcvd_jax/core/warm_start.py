@@ -28,8 +28,8 @@ from mcvd_jax.core.train_step import TrainState
 
 def read_init_weights(path: str, setup: TrainingSetup) -> tuple[Any, Any]:
   """(params, model_state) of `path` for a warm start: the family's model directory when
-  `setup.load_pretrained` reads it, else the EMA weights of the newest readable training
-  checkpoint under it. ConfigError naming `training.init_from` when the path is missing, holds
+  `setup.load_pretrained` reads it, else the EMA weights (and model state) of the training
+  checkpoint it names (_read_checkpoint). ConfigError naming `training.init_from` when the path is missing, holds
   neither, or its parameters do not fit the config's model."""
   field = f"--config.training.init_from={path!r}"
   if not paths.exists(path):
