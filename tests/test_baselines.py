@@ -126,7 +126,11 @@ def test_eval_reports_the_baseline_for_prediction_and_interpolation_only(monkeyp
   direct = evaluation.evaluate_video_sets(real, baselines.blend(real, 10, 5), cond_frames=10,
                                           future_frames=5, metrics=("mse", "psnr"))
   assert results["baseline"]["name"] == "blend"
-  assert results["baseline"]["psnr"] == direct["psnr"]
+  # The runner scores batches of 2 and 1 clips, the direct call all 3 at once: XLA's float32
+  # rounding differs between the two shapes (1e-7 relative with jax 0.10.2 on 2 CPU cores).
+  got, want = results["baseline"]["psnr"], direct["psnr"]
+  assert got["mean_over_samples"] == pytest.approx(want["mean_over_samples"], rel=1e-6)
+  assert got["best_of_samples"] == pytest.approx(want["best_of_samples"], rel=1e-5)
 
   _, results = _job(monkeypatch, "bair_gen_1+15", ("fvd",), frames)
   assert "fvd" in results and "baseline" not in results
