@@ -53,7 +53,9 @@ def test_a_warm_start_takes_the_ema_weights_and_a_fresh_optimizer(trained, tmp_p
   path = source if where == "workdir" else source / "checkpoints" / "4"
   expected = done.ema_params
   if where == "step":
-    expected = Checkpointer(str(source)).restore_ema(4, done.ema_params)
+    checkpointer = Checkpointer(str(source))
+    expected = checkpointer.restore_ema(4, done.ema_params)
+    checkpointer.close()
   state, trainer = _first_state(toy_family.toy_config(init_from=str(path)), tmp_path)
   assert int(state.step) == 0
   _assert_trees_equal(state.params, expected)
@@ -71,12 +73,12 @@ def test_a_warm_started_run_trains_and_then_resumes_its_own_checkpoints(trained,
   config = toy_family.toy_config(init_from=str(source), num_steps=4)
   state = loop.train_and_evaluate(config, str(tmp_path), toy_family.FAMILY)
   assert int(state.step) == 4
-  # Trained from the source's fit, the EMA fits sin(3x) better than a fresh 2-step run does.
+  # Trained from the source's fit, the EMA fits sin(3x) better than a fresh 4-step run does.
   fresh = loop.train_and_evaluate(toy_family.toy_config(num_steps=4), str(tmp_path / "fresh"),
                                   toy_family.FAMILY)
   mse = lambda s: toy_family.test_mse(s.ema_params, s.model_state)  # noqa: E731
   assert mse(state) < mse(fresh)
-  # Run again in the same workdir, the run's own step-2 checkpoint wins over init_from.
+  # Run again in the same workdir, the run's own step-4 checkpoint wins over init_from.
   again, _ = _first_state(config, tmp_path)
   assert int(again.step) == 4
   _assert_trees_equal(again.params, state.params)

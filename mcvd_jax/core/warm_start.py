@@ -29,24 +29,23 @@ from mcvd_jax.core.train_step import TrainState
 def read_init_weights(path: str, setup: TrainingSetup) -> tuple[Any, Any]:
   """(params, model_state) of `path` for a warm start: the family's model directory when
   `setup.load_pretrained` reads it, else the EMA weights (and model state) of the training
-  checkpoint it names (_read_checkpoint). ConfigError naming `training.init_from` when the path is missing, holds
-  neither, or its parameters do not fit the config's model."""
+  checkpoint it names (_read_checkpoint). ConfigError naming `training.init_from` when the path
+  is missing, holds neither, or its parameters do not fit the config's model."""
   field = f"--config.training.init_from={path!r}"
   if not paths.exists(path):
     raise ConfigError(f"{field} does not exist; give a training workdir, one of its "
                       f"checkpoints/<step> directories or an exported model directory")
-  model_state = None
   params = setup.load_pretrained(path) if setup.load_pretrained is not None else None
-  if params is None:
+  if params is None:  # a checkpoint: restore_ema reads it against the model's shapes
     params, model_state, step = _read_checkpoint(path, setup, field)
     logging.info("warm start: the EMA weights of step %d in %s", step, path)
-  else:
-    logging.info("warm start: the weights of the model directory %s", path)
+    return params, model_state
   try:  # a model directory's network fields are the family's to check; its shapes are checked here
     check_same_parameters(params, jax.eval_shape(setup.init_params, jax.random.key(0)))
   except CheckpointMismatchError as e:
     raise ConfigError(f"{field}: {e}") from None
-  return params, model_state
+  logging.info("warm start: the weights of the model directory %s", path)
+  return params, None
 
 
 def _read_checkpoint(path: str, setup: TrainingSetup, field: str) -> tuple[Any, Any, int]:
