@@ -136,6 +136,7 @@ def test_eval_adds_digit_identity_on_request(tmp_path, cheap_weights):
   from mcvd_jax.video_diffusion.config import validate_eval
   config = tiny_config()
   config.eval.metrics = "mse,identity"
+  config.data.num_digits = 1  # where the frames are also searched for the digit anywhere
   config.eval.save_samples = True
   config.eval.classifier_path = str(tmp_path / "classifier.npz")  # untrained: the plumbing
   params = digit_classifier.init_params(0)
@@ -156,6 +157,10 @@ def test_eval_adds_digit_identity_on_request(tmp_path, cheap_weights):
   assert results["baseline"]["identity"]["digits"] == [n // 2 for n in direct["digits"]]
   table = (tmp_path / "run" / eval_runner.REPORT_MD).read_text()
   assert "Digits kept" in table and "| copy the last past frame |" in table
+  # and the digits found wherever the samples put them, copy-last's not moved
+  assert results["identity"]["anywhere"]["digits"] == direct["anywhere"]["digits"]
+  assert "| model: right digit anywhere |" in table
+  assert set(results["baseline"]["identity"]["anywhere"]["moved_px"]) <= {0.0, None}
   # only SMMNIST has the tracks; an unknown name lists identity among the choices
   config.data.dataset = "kth"
   with pytest.raises(mcvd_eval.ConfigError, match="identity scores SMMNIST digits"):

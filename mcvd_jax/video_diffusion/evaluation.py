@@ -153,7 +153,10 @@ def identity_markdown(p: dict, results: dict) -> str:
     table["copy_last"] = results["baseline"]["identity"]
   return ("Digits kept: the share of separate digits the digit classifier reads as the right "
           "digit at their true place, per predicted frame, over all samples "
-          "(metrics/digit_identity.py).\n\n" + format_table(table))
+          "(metrics/digit_identity.py); with one digit per clip also \"anywhere\": read wherever the "
+          "sample put it, with how far it was found from its last given place "
+          "(metrics/digit_search.py).\n\n"
+          + format_table(table))
 
 
 def _identity_scorer(dataset: Any, p: protocols.Protocol, classify: Any) -> Any:
@@ -188,7 +191,8 @@ def protocol_job(config: Any, cfg: UNetConfig, params: Any, diffusion: Any, data
   keys = evaluation.score_keys(shared)
   if identity:
     from mcvd_jax.metrics.digit_identity import count_names
-    keys |= {f"{IDENTITY}/{name}" for name in count_names(p.cond_frames)}
+    keys |= {f"{IDENTITY}/{name}" for name in count_names(p.cond_frames,
+                                                              dataset.num_digits)}
   if baseline:
     keys |= {f"baseline/{k}" for k in keys}
   if sampler.tally is not None:
