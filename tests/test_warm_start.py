@@ -33,8 +33,8 @@ def trained(tmp_path_factory):
   return workdir, state
 
 
-def _first_state(config, workdir):
-  trainer = loop.Trainer(config, str(workdir), toy_family.FAMILY)
+def _first_state(config, workdir, family=toy_family.FAMILY):
+  trainer = loop.Trainer(config, str(workdir), family)
   checkpointer = Checkpointer(str(workdir))
   try:
     return loop._restore_or_init(trainer, checkpointer), trainer
@@ -98,6 +98,39 @@ def test_a_warm_start_from_a_missing_empty_or_other_network_path_names_the_field
     _first_state(other, tmp_path / "c")
 
 
+def test_a_grown_network_takes_the_weights_it_shares_and_initialises_the_new_layers(trained,
+                                                                                    tmp_path):
+  source, done = trained
+  grown = toy_family.toy_config(init_from=str(source))
+  grown.toy.extra_bias = True  # one parameter more than the source's network
+  with pytest.raises(ConfigError, match=r"training.init_from=.*missing \(1\): \['b3'\]"):
+    _first_state(grown, tmp_path / "strict")
+  grown.training.init_new_layers = True
+  state, trainer = _first_state(grown, tmp_path / "grown")
+  fresh = trainer.init_state()
+  for part in (state.params, state.ema_params):
+    _assert_trees_equal({k: v for k, v in part.items() if k != "b3"}, done.ema_params)
+    np.testing.assert_array_equal(part["b3"], fresh.params["b3"])
+  _assert_trees_equal(state.model_state, done.model_state)
+  # b3 starts at 0: the grown network computes what the source's did
+  assert toy_family.test_mse(state.ema_params, state.model_state) == pytest.approx(
+      toy_family.test_mse(done.ema_params, done.model_state), rel=1e-6)
+  # a network that reshapes or drops a parameter is still an error
+  other = toy_family.toy_config(init_from=str(source), init_new_layers=True)
+  other.toy.hidden = 8
+  with pytest.raises(ConfigError, match=r"saved \(1, 16\), model \(1, 8\)"):
+    _first_state(other, tmp_path / "reshaped")
+  grown.training.num_steps = 3
+  loop.train_and_evaluate(grown, str(tmp_path / "trained_grown"), toy_family.FAMILY)
+  shrunk = toy_family.toy_config(init_from=str(tmp_path / "trained_grown"), init_new_layers=True)
+  with pytest.raises(ConfigError, match=r"unexpected \(1\): \['b3'\]"):
+    _first_state(shrunk, tmp_path / "shrunk")
+
+
+def _mcvd_first_state(config, workdir):
+  return _first_state(config, workdir, MCVD)
+
+
 def test_mcvd_warm_starts_from_a_model_directory_with_the_same_network():
   config = smmnist.get_config("quick1")
   checked = check_config(config, MCVD)
@@ -107,19 +140,34 @@ def test_mcvd_warm_starts_from_a_model_directory_with_the_same_network():
   config.model.ngf, config.model.num_res_blocks = 16, 2
   checked = check_config(config, MCVD)
   with pytest.raises(ConfigError, match=r"model.ngf: the weights' 32, the config's 16; "
-                                        r"model.num_res_blocks: the weights' 1, the config's 2"):
+                                        r"model.num_res_blocks: the weights' 1, the config's 2.*"
+                                        r"init_new_layers=True"):
     pretrained_params(str(DEMO), checked.model, config.diffusion)
+  # with new layers allowed the fields may differ (the core then compares the parameters)
+  assert pretrained_params(str(DEMO), checked.model, config.diffusion, new_layers=True) is not None
 
 
 def test_mcvd_training_starts_from_the_demo_model(tmp_path):
   config = smmnist.get_config("quick1")
   config.training.init_from = str(DEMO_ONE_DIGIT)
-  trainer = loop.Trainer(config, str(tmp_path), MCVD)
-  checkpointer = Checkpointer(str(tmp_path))
-  try:
-    state = loop._restore_or_init(trainer, checkpointer)
-  finally:
-    checkpointer.close()
+  state, _ = _mcvd_first_state(config, tmp_path)
   demo = load_converted(str(DEMO_ONE_DIGIT))[1]
   _assert_trees_equal(state.params, demo)
   _assert_trees_equal(state.ema_params, demo)
+
+
+def test_mcvd_grows_the_demo_model_with_attention_at_16(tmp_path):
+  config = smmnist.get_config("quick1")
+  config.model.attn_resolutions = (8, 16)
+  config.training.init_from = str(DEMO_ONE_DIGIT)
+  with pytest.raises(ConfigError, match=r"model.attn_resolutions: the weights' \(8,\)"):
+    _mcvd_first_state(config, tmp_path / "a")
+  config.training.init_new_layers = True
+  state, trainer = _mcvd_first_state(config, tmp_path / "b")
+  demo = load_converted(str(DEMO_ONE_DIGIT))[1]
+  fresh = trainer.init_state().params
+  new = {"down_1_attn_0", "up_1_attn"}  # the attention blocks at 16 x 16
+  assert set(state.params) == set(demo) | new
+  _assert_trees_equal({k: v for k, v in state.ema_params.items() if k in demo}, demo)
+  _assert_trees_equal({k: v for k, v in state.params.items() if k in new},
+                      {k: fresh[k] for k in new})

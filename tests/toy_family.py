@@ -46,7 +46,9 @@ def toy_config(**training) -> ml_collections.ConfigDict:
   """A complete config of the toy family: the shared sections and its own `toy` section."""
   config = ml_collections.ConfigDict()
   config.family, config.seed = NAME, 0
-  config.toy = ml_collections.ConfigDict({"hidden": 16, "noise": 0.05, "eval_batch": 4})
+  # extra_bias: one more parameter, "b3" (0 at initialisation): a grown network
+  config.toy = ml_collections.ConfigDict({"hidden": 16, "noise": 0.05, "eval_batch": 4,
+                                          "extra_bias": False})
   config.optim = optim_section(lr=1e-2, warmup=2, schedule="cosine", min_lr_ratio=0.1)
   config.training = training_section(
       batch_size=8, num_steps=6, ema_rate=0.5, log_every=2, sample_every=3, sample_batch_size=1,
@@ -60,13 +62,15 @@ def validate(config, device_count, process_count):
   del device_count, process_count
   require(config.toy.hidden >= 1, f"toy.hidden={config.toy.hidden} must be >= 1")
   require(config.toy.eval_batch >= 1, f"toy.eval_batch={config.toy.eval_batch} must be >= 1")
-  return {"hidden": int(config.toy.hidden), "noise": float(config.toy.noise)}
+  return {"hidden": int(config.toy.hidden), "noise": float(config.toy.noise),
+          "extra_bias": bool(config.toy.get("extra_bias", False))}
 
 
-def init_params(hidden: int, key: jax.Array) -> dict:
+def init_params(hidden: int, key: jax.Array, extra_bias: bool = False) -> dict:
   k1, k2 = jax.random.split(key)
-  return {"w1": jax.random.normal(k1, (1, hidden)), "b1": jnp.zeros((hidden,)),
-          "w2": jax.random.normal(k2, (hidden, 1)) / jnp.sqrt(hidden), "b2": jnp.zeros((1,))}
+  params = {"w1": jax.random.normal(k1, (1, hidden)), "b1": jnp.zeros((hidden,)),
+            "w2": jax.random.normal(k2, (hidden, 1)) / jnp.sqrt(hidden), "b2": jnp.zeros((1,))}
+  return {**params, "b3": jnp.zeros((1,))} if extra_bias else params
 
 
 def init_model_state(key: jax.Array) -> dict:
@@ -82,7 +86,8 @@ def data_init(params, model_state, batch, key):
 
 def predict(params: dict, x: jax.Array, x_mean: jax.Array = 0.0) -> jax.Array:
   """x: [B, 1] in [-1, 1] -> [B, 1], x centred by `x_mean`."""
-  return jnp.tanh((x - x_mean) @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+  out = jnp.tanh((x - x_mean) @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+  return out + params["b3"] if "b3" in params else out
 
 
 def signal_self_at(place: str, index: int, process_index: int) -> None:
@@ -129,7 +134,7 @@ def test_mse(params, model_state) -> float:
 
 
 def build(config, checked) -> TrainingSetup:
-  hidden, noise = checked["hidden"], checked["noise"]
+  hidden, noise, extra_bias = checked["hidden"], checked["noise"], checked["extra_bias"]
 
   def write_media(step, params, model_state, workdir, key):
     del key
@@ -146,7 +151,7 @@ def build(config, checked) -> TrainingSetup:
 
   return TrainingSetup(
       description=f"toy regression, MLP with {hidden} hidden units",
-      init_params=lambda key: init_params(hidden, key),
+      init_params=lambda key: init_params(hidden, key, extra_bias),
       loss_fn=loss_fn,
       train_batch=lambda *args: train_batch(noise, *args),
       meta={"data_seed": int(config.seed), "hidden": hidden},
@@ -155,7 +160,8 @@ def build(config, checked) -> TrainingSetup:
 
 
 def _weights(config, checked, workdir, checkpoint):
-  return load_weights(workdir, checkpoint, lambda key: init_params(checked["hidden"], key),
+  return load_weights(workdir, checkpoint, lambda key: init_params(checked["hidden"], key,
+                                                                  checked["extra_bias"]),
                       config.seed, init_model_state=init_model_state, what="toy checkpoints")
 
 

@@ -63,19 +63,31 @@ def abstract_like(tree: Any) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def check_same_parameters(saved: Any, expected: Any) -> None:
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{keystr path: shape} of every leaf of a pytree."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def parameter_differences(saved: Any, expected: Any) -> tuple[list[str], list[str], list[str]]:
+  """(missing, unexpected, reshaped): the names (jax keystr paths) of the leaves `expected` has
+  and `saved` lacks, of those only `saved` has, and of those whose shapes differ, each sorted.
+  The trees hold arrays, ShapeDtypeStructs or checkpoint metadata (anything with .shape)."""
+  saved, expected = _leaf_shapes(saved), _leaf_shapes(expected)
+  return (sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected)),
+          sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k]))
+
+
+def check_same_parameters(saved: Any, expected: Any, allow_missing: bool = False) -> None:
   """Raises CheckpointMismatchError (a ValueError) naming the differences when two parameter
-  trees (arrays, ShapeDtypeStructs or checkpoint metadata: anything with .shape) differ in names
-  or shapes."""
-  def shapes(tree):
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
-  saved, expected = shapes(saved), shapes(expected)
-  missing = sorted(set(expected) - set(saved))
-  unexpected = sorted(set(saved) - set(expected))
-  reshaped = sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k])
+  trees (see parameter_differences) differ in names or shapes; with `allow_missing`, leaves
+  only `expected` has are accepted (a grown network: they keep their initialisation)."""
+  missing, unexpected, reshaped = parameter_differences(saved, expected)
+  if allow_missing:
+    missing = []
   if not (missing or unexpected or reshaped):
     return
+  saved, expected = _leaf_shapes(saved), _leaf_shapes(expected)
   parts = [f"{name} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
            for name, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
   parts += [f"{k}: saved {saved[k]}, model {expected[k]}" for k in reshaped[:3]]
@@ -192,11 +204,7 @@ class Checkpointer:
     With `abstract_model_state` (a family's mutable state, e.g. batch statistics, non-empty)
     returns (parameters, model_state)."""
     check_parameter_part(part)
-    # A read-only manager of its own: partial reads need the PyTree handler for `state`, which
-    # was written with the Standard one.
-    reader = ocp.CheckpointManager(
-        self._local, options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+    reader = self._reader()
     try:
       check_same_parameters(reader.item_metadata(step)["state"][part], abstract_params)
       target = {part: abstract_like(abstract_params)}
@@ -212,6 +220,25 @@ class Checkpointer:
       return restored["state"][part]
     state = restored["state"]["model_state"] if stateful else abstract_model_state
     return restored["state"][part], state
+
+  def _reader(self) -> ocp.CheckpointManager:
+    """A read-only manager of its own: partial reads need the PyTree handler for `state`, which
+    was written with the Standard one."""
+    return ocp.CheckpointManager(
+        self._local, options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+
+  def saved_layout(self, step: int, part: str, sharding: Any) -> Any:
+    """The saved TrainState entry `part` at `step` ("ema_params", "params", "model_state") as
+    ShapeDtypeStructs placed with `sharding`: a restore target for weights whose network is not
+    the config's (a grown one, `training.init_new_layers`)."""
+    reader = self._reader()
+    try:
+      saved = reader.item_metadata(step)["state"][part]
+    finally:
+      reader.close()
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
+                                                       sharding=sharding), saved)
 
   def restore_newest(self, abstract_state: TrainState,
                      move_unreadable: bool = True) -> tuple[TrainState, dict] | None:

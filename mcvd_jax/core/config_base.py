@@ -30,6 +30,9 @@ TRAINING_DEFAULTS = {
     # warm start (core.warm_start): a training workdir, checkpoints/<step> or model directory
     # whose weights a new run starts from (fresh optimizer, step 0); "" starts from random ones
     "init_from": "",
+    # True: the config's network may add layers to init_from's (a grown network, e.g. attention
+    # at one more resolution); those start from their initialisation, the rest are the weights'
+    "init_new_layers": False,
 }
 
 

@@ -68,9 +68,10 @@ class TrainingSetup:
   data_init: Callable[[Any, Any, Any, jax.Array], tuple[Any, Any]] | None = None
   optimizer: optax.GradientTransformation | None = None  # default: from the config's optim
   learning_rate: optax.Schedule | None = None  # the family optimizer's schedule, for the log
-  # path -> parameters of a model directory in the family's own format (exported or converted
-  # weights) for `training.init_from`, None for a path that is not one (core.warm_start)
-  load_pretrained: Callable[[str], Any] | None = None
+  # (path, new_layers) -> parameters of a model directory in the family's own format (exported
+  # or converted weights) for `training.init_from`, None for a path that is not one
+  # (core.warm_start); new_layers: training.init_new_layers (the config's network may add layers)
+  load_pretrained: Callable[[str, bool], Any] | None = None
 
   @property
   def stateful(self) -> bool:

@@ -194,7 +194,8 @@ def _restore_or_init(trainer: Trainer, checkpointer: Checkpointer) -> TrainState
   restored = checkpointer.restore_newest(trainer.abstract_state())
   init_from = trainer.config.training.get("init_from", "")
   if restored is None and init_from:
-    params, model_state = read_init_weights(init_from, trainer.setup)
+    params, model_state = read_init_weights(
+        init_from, trainer.setup, bool(trainer.config.training.get("init_new_layers", False)))
     logging.info("started a new run in %s from the weights of %s", trainer.workdir, init_from)
     return warm_started(trainer.init_state(), params, model_state, trainer.replicated)
   if restored is None:

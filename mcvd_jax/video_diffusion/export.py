@@ -54,12 +54,15 @@ def export_model(workdir: str, out_dir: str, checkpoint: str | None = None,
   return out_dir
 
 
-def pretrained_params(path: str, cfg: UNetConfig, diffusion_section: Any) -> Any | None:
+def pretrained_params(path: str, cfg: UNetConfig, diffusion_section: Any,
+                      new_layers: bool = False) -> Any | None:
   """The parameters of the model directory `path` (model_config.json beside params: an exported
   run or a converted reference checkpoint) for `training.init_from`, None when `path` is not one.
   ConfigError naming every network field (FREE_MODEL_FIELDS aside) in which the directory's
-  network differs from `cfg`; a warning for each `diffusion` field it was trained with that
-  differs from `diffusion_section` (a fine-tune may change them on purpose)."""
+  network differs from `cfg` (with `new_layers`, training.init_new_layers, a warning: the core
+  then checks that the config's network only adds parameters); a warning for each `diffusion`
+  field it was trained with that differs from `diffusion_section` (a fine-tune may change them
+  on purpose)."""
   if not paths.exists(os.path.join(path, "model_config.json")):
     return None
   from mcvd_jax.convert.export import converted_diffusion_fields, load_converted
@@ -67,10 +70,14 @@ def pretrained_params(path: str, cfg: UNetConfig, diffusion_section: Any) -> Any
   differ = [f"model.{name}: the weights' {getattr(saved_cfg, name)!r}, the config's "
             f"{getattr(cfg, name)!r}" for name in (f.name for f in dataclasses.fields(cfg))
             if name not in FREE_MODEL_FIELDS and getattr(saved_cfg, name) != getattr(cfg, name)]
-  if differ:
+  if differ and new_layers:
+    logging.warning("warm start: the network of %s differs from the config's in %s; parameters "
+                    "the weights lack start from their initialisation", path, "; ".join(differ))
+  elif differ:
     raise ConfigError(f"--config.training.init_from={path!r} holds another network ("
                       + "; ".join(differ) + "); set those --config.model fields to the weights' "
-                      "values")
+                      "values, or, where the config's network only adds layers to the weights', "
+                      "--config.training.init_new_layers=True")
   for name, value in sorted(converted_diffusion_fields(path).items()):
     if name in diffusion_section and diffusion_section[name] != value:
       logging.warning("warm start: the weights in %s were trained with diffusion.%s=%r, this run "
