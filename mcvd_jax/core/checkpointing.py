@@ -91,8 +91,9 @@ def check_same_parameters(saved: Any, expected: Any, allow_missing: bool = False
   parts = [f"{name} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
            for name, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
   parts += [f"{k}: saved {saved[k]}, model {expected[k]}" for k in reshaped[:3]]
-  raise CheckpointMismatchError("the checkpoint's parameters do not fit the model config (" + "; ".join(parts)
-                   + "); use the model config the checkpoint was trained with")
+  raise CheckpointMismatchError("the checkpoint's parameters do not fit the model config ("
+                                + "; ".join(parts)
+                                + "); use the model config the checkpoint was trained with")
 
 
 # The TrainState entries that hold a set of parameters (restore_ema's `part`): EMA and raw.

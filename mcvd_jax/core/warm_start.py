@@ -32,8 +32,7 @@ from mcvd_jax.core.family import TrainingSetup
 from mcvd_jax.core.train_step import TrainState
 
 
-def read_init_weights(path: str, setup: TrainingSetup, new_layers: bool = False,
-                      ) -> tuple[Any, Any]:
+def read_init_weights(path: str, setup: TrainingSetup, new_layers: bool = False) -> tuple[Any, Any]:
   """(params, model_state) of `path` for a warm start: the family's model directory when
   `setup.load_pretrained` reads it, else the EMA weights (and model state) of the training
   checkpoint it names (_read_checkpoint). ConfigError naming `training.init_from` when the path
