@@ -78,15 +78,17 @@ def parameter_differences(saved: Any, expected: Any) -> tuple[list[str], list[st
           sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k]))
 
 
-def check_same_parameters(saved: Any, expected: Any, allow_missing: bool = False) -> None:
+def check_same_parameters(saved: Any, expected: Any, allow_missing: bool = False) -> list[str]:
   """Raises CheckpointMismatchError (a ValueError) naming the differences when two parameter
   trees (see parameter_differences) differ in names or shapes; with `allow_missing`, leaves
-  only `expected` has are accepted (a grown network: they keep their initialisation)."""
+  only `expected` has are accepted (a grown network: they keep their initialisation) and their
+  names are returned (else [])."""
   missing, unexpected, reshaped = parameter_differences(saved, expected)
+  accepted = missing if allow_missing else []
   if allow_missing:
     missing = []
   if not (missing or unexpected or reshaped):
-    return
+    return accepted
   saved, expected = _leaf_shapes(saved), _leaf_shapes(expected)
   parts = [f"{name} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
            for name, keys in (("missing", missing), ("unexpected", unexpected)) if keys]

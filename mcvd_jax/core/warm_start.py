@@ -26,7 +26,7 @@ from absl import logging
 from mcvd_jax.core import paths
 from mcvd_jax.core.checkpointing import (CheckpointMismatchError, Checkpointer,
                                          check_same_parameters, find_checkpoint_dir,
-                                         load_ema_params, parameter_differences, step_names)
+                                         load_ema_params, step_names)
 from mcvd_jax.core.config_checks import ConfigError
 from mcvd_jax.core.family import TrainingSetup
 from mcvd_jax.core.train_step import TrainState
@@ -49,11 +49,11 @@ def read_init_weights(path: str, setup: TrainingSetup, new_layers: bool = False)
   if not from_directory:
     params, model_state, step = _read_checkpoint(path, setup, field, new_layers)
     source = f"the EMA weights of step {step} in {path}"
-  expected = jax.eval_shape(setup.init_params, jax.random.key(0))
   # A checkpoint read against the model's own shapes (no new layers) was checked by restore_ema.
   if new_layers or from_directory:
     try:
-      check_same_parameters(params, expected, allow_missing=new_layers)
+      missing = check_same_parameters(
+          params, jax.eval_shape(setup.init_params, jax.random.key(0)), allow_missing=new_layers)
       if new_layers and setup.stateful and model_state is not None:
         check_same_parameters(model_state, jax.eval_shape(setup.init_model_state,
                                                           jax.random.key(0)), allow_missing=True)
@@ -61,7 +61,6 @@ def read_init_weights(path: str, setup: TrainingSetup, new_layers: bool = False)
       raise ConfigError(f"{field}: {e}") from None
   logging.info("warm start: %s", source)
   if new_layers:
-    missing = parameter_differences(params, expected)[0]
     logging.info("warm start: %d parameters the weights lack start from their initialisation "
                  "(training.init_new_layers)%s", len(missing),
                  ": " + ", ".join(missing) if missing else "")

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcvd_jax.data.smmnist import Trajectories, render
+from mcvd_jax.metrics.digit_identity import digit_squares
+
 CENTRING_STEPS = 3  # moves onto the centre of mass (each a mean-shift step with a square window)
 
 
@@ -31,10 +34,7 @@ def box_sums(frames: np.ndarray, size: int) -> np.ndarray:
 
 def _cut(frames: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
   """frames [N, H, W], corners int [N, 2] -> the squares [N, size, size]."""
-  offsets = np.arange(size)
-  rows = corners[:, 0, None, None] + offsets[None, :, None]
-  cols = corners[:, 1, None, None] + offsets[None, None, :]
-  return frames[np.arange(len(frames))[:, None, None], rows, cols]
+  return digit_squares(frames[:, None, :, :, None], corners[:, None, None], size)[:, 0, 0, ..., 0]
 
 
 def _centred(frames: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
@@ -98,8 +98,9 @@ def anywhere_counts(scored: np.ndarray, glyphs: np.ndarray, last_given: np.ndarr
   d, size = glyphs.shape[1], glyphs.shape[-1]
   frames = scored.reshape(b * s * t, *scored.shape[3:])
   corners = find_digits(frames, d, size)  # [N, D, 2]
-  before = _found_alone(glyphs, last_given, scored.shape[-3:-1])  # [B, D, 2]
-  squares = _cut_channels(frames, corners, size)  # [N * D, s, s, C]
+  before = _found_alone(glyphs, last_given, scored.shape[-2])  # [B, D, 2]
+  squares = digit_squares(frames[:, None], corners[:, :, None], size)  # [N, D, 1, s, s, C]
+  squares = squares.reshape(-1, *squares.shape[3:])
   read = np.asarray(classify(squares)).reshape(b, s, t, d)
   corners = corners.reshape(b, s, t, d, 2)
   counted = np.broadcast_to(separate.all(axis=1)[:, None], (b, s, t))  # [B, S, T']
@@ -120,23 +121,12 @@ def anywhere_counts(scored: np.ndarray, glyphs: np.ndarray, last_given: np.ndarr
           "anywhere_moved": moved.sum(axis=(1, 3))}
 
 
-def _cut_channels(frames: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
-  """frames [N, H, W, C], corners [N, D, 2] -> squares [N * D, size, size, C]."""
-  n, d = corners.shape[:2]
-  repeated = np.repeat(frames, d, axis=0)
-  channels = [_cut(repeated[..., c], corners.reshape(n * d, 2), size)
-              for c in range(frames.shape[-1])]
-  return np.stack(channels, axis=-1)
-
-
-def _found_alone(glyphs: np.ndarray, places: np.ndarray, frame_size) -> np.ndarray:
+def _found_alone(glyphs: np.ndarray, places: np.ndarray, image_size: int) -> np.ndarray:
   """Where the search finds each digit drawn alone at its place: glyphs [B, D, s, s], places int
   [B, D, 2] -> int [B, D, 2] (the place moved onto the glyph's centre of mass, as the search
   moves every square it finds)."""
   b, d, size = glyphs.shape[0], glyphs.shape[1], glyphs.shape[-1]
-  canvas = np.zeros((b * d, *frame_size))
-  _cut(canvas, places.reshape(-1, 2), size)  # checks the squares fit the frame
-  rows = places.reshape(-1, 2)[:, 0, None, None] + np.arange(size)[None, :, None]
-  cols = places.reshape(-1, 2)[:, 1, None, None] + np.arange(size)[None, None, :]
-  canvas[np.arange(b * d)[:, None, None], rows, cols] = glyphs.reshape(-1, size, size)
-  return find_digits(canvas, 1, size).reshape(b, d, 2)
+  alone = render(glyphs.reshape(b * d, size, size),
+                 Trajectories(places.reshape(b * d, 1, 1, 2), None, np.arange(b * d)[:, None]),
+                 image_size)[:, 0]  # [B * D, H, W, 1]
+  return find_digits(alone, 1, size).reshape(b, d, 2)
