@@ -119,6 +119,9 @@ def get_config(arg=None):
   training.prob_mask_cond = 0.0    # MCVD: probability of masking the whole past block
   training.prob_mask_future = 0.0  # MCVD: the same for the future block
   training.prob_mask_sync = False  # MCVD: mask past and future together
+  # MCVD: warm start (training.init_from, a model directory) a network predicting fewer frames per
+  # block than the weights': it keeps their first model.num_frames predicted frames' kernels
+  training.init_fewer_frames = False
   training.eval_every = 1000       # MCVD: the learning signal (video_diffusion/signal.py) every so many steps
   training.signal_clips = 16       # MCVD: fixed test clips the learning signal is measured on
 

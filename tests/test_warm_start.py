@@ -171,3 +171,59 @@ def test_mcvd_grows_the_demo_model_with_attention_at_16(tmp_path):
   _assert_trees_equal({k: v for k, v in state.ema_params.items() if k in demo}, demo)
   _assert_trees_equal({k: v for k, v in state.params.items() if k in new},
                       {k: fresh[k] for k in new})
+
+
+def test_a_cut_network_predicts_what_the_full_one_does_when_the_dropped_frames_are_zero():
+  """first_frames_of keeps the kernels of the first noisy frames, every past frame and the first
+  outputs: with the dropped noisy frames zero, the full network's first frames are the cut one's."""
+  from mcvd_jax.models import UNetConfig, init_params
+  from mcvd_jax.models.unet import UNet
+  from mcvd_jax.video_diffusion.export import first_frames_of
+  config = smmnist.get_config("tiny")
+  config.model.num_frames, config.model.num_frames_cond = 3, 2
+  full_cfg = UNetConfig.from_mapping(config.model)
+  config.model.num_frames = 1
+  cut_cfg = UNetConfig.from_mapping(config.model)
+  full = init_params(full_cfg, jax.random.key(0))
+  # conv_out starts at zero: give it weights so the outputs say something
+  full["conv_out"]["kernel"] = jax.random.normal(jax.random.key(1), full["conv_out"]["kernel"].shape)
+  cut = first_frames_of(jax.device_get(full), 3, 1, 1)
+  jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape), cut,
+               jax.eval_shape(lambda: init_params(cut_cfg, jax.random.key(0))))
+  x1 = jax.random.normal(jax.random.key(2), (2, 32, 32, 1))
+  cond = jax.random.normal(jax.random.key(3), (2, 32, 32, 2))
+  labels = jax.numpy.array([0.3, 0.7])
+  zeros = jax.numpy.zeros((2, 32, 32, 2))
+  want = UNet(full_cfg).apply({"params": full}, jax.numpy.concatenate([x1, zeros], -1), labels,
+                              cond)[..., :1]
+  got = UNet(cut_cfg).apply({"params": cut}, x1, labels, cond)
+  assert float(jax.numpy.abs(want).max()) > 1e-3
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  # a nonzero dropped frame changes the full network's output: the cut is not the identity
+  other = UNet(full_cfg).apply({"params": full}, jax.numpy.concatenate([x1, -cond], -1), labels,
+                               cond)[..., :1]
+  assert float(jax.numpy.abs(other - want).max()) > 1e-4
+
+
+def test_mcvd_warm_starts_a_network_predicting_fewer_frames_from_the_demo(tmp_path):
+  config = smmnist.get_config("quick1")
+  config.model.num_frames = 1
+  checked = check_config(config, MCVD)
+  with pytest.raises(ConfigError, match=r"model.num_frames: the weights' 5, the config's 1.*"
+                                        r"init_fewer_frames=True"):
+    pretrained_params(str(DEMO_ONE_DIGIT), checked.model, config.diffusion)
+  demo = load_converted(str(DEMO_ONE_DIGIT))[1]
+  config.training.init_from, config.training.init_fewer_frames = str(DEMO_ONE_DIGIT), True
+  state, _ = _mcvd_first_state(config, tmp_path / "cut")
+  np.testing.assert_array_equal(state.ema_params["conv_out"]["kernel"],
+                                demo["conv_out"]["kernel"][..., :1])
+  np.testing.assert_array_equal(state.params["conv_in"]["kernel"][:, :, 1:],
+                                demo["conv_in"]["kernel"][:, :, 5:])
+  _assert_trees_equal({k: v for k, v in state.params.items() if k.startswith("down_")},
+                      {k: v for k, v in demo.items() if k.startswith("down_")})
+  # the flag needs fewer frames than the weights' and a model directory to cut
+  config.model.num_frames = 5
+  with pytest.raises(ConfigError, match=r"init_fewer_frames=True but model.num_frames=5"):
+    _mcvd_first_state(config, tmp_path / "same")
+  with pytest.raises(ConfigError, match=r"init_fewer_frames=True needs a model directory"):
+    pretrained_params(str(tmp_path / "cut"), checked.model, config.diffusion, fewer_frames=True)

@@ -117,8 +117,9 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
       loss_fn=make_masked_loss(diffusion_loss, masking, num_levels), train_batch=train_batch,
       meta=meta, write_media=make_media_writer(config, cfg, dataset, tasks, rollout),
       evaluate=make_signal_evaluation(config, denoise, diffusion, masking, dataset),
-      load_pretrained=lambda path, new_layers: pretrained_params(path, cfg, config.diffusion,
-                                                                  new_layers))
+      load_pretrained=lambda path, new_layers: pretrained_params(
+          path, cfg, config.diffusion, new_layers,
+          bool(config.training.get("init_fewer_frames", False))))
 
 
 def make_signal_evaluation(config: Any, denoise: Callable, diffusion: Any, masking: Masking,
