@@ -15,9 +15,10 @@ Variants (`--config=configs/smmnist.py:VARIANT`):
   quick      a small model on a 32x32 canvas (16-pixel digits moving up to 2 pixels per frame:
              the paper's geometry at half size) that learns visibly in 30 minutes
              on 2 CPU cores: the README's first command;
-  quick1     the same with one digit per clip (the network of the second demo model: with two
-             digits crossing on the small canvas a CPU-trained model loses them within a few
-             frames, with one it keeps them while they move straight);
+  quick1     the same with one digit per clip (with two digits crossing on the small canvas a
+             CPU-trained model loses them within a few frames, with one it keeps them while they
+             move straight); the second demo model is its network predicting one frame per call
+             (model.num_frames=1, from the model directory when sampling);
   tiny       a very small network for smoke runs and tests on a CPU.
 """
 

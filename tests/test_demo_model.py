@@ -21,7 +21,7 @@ from mcvd_jax.video_diffusion.family import FAMILY as MCVD
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo" / "smmnist_quick"
-DEMO_ONE_DIGIT = ROOT / "demo" / "smmnist_quick1"  # configs/smmnist.py:quick1's network
+DEMO_ONE_DIGIT = ROOT / "demo" / "smmnist_quick1"  # :quick1 with model.num_frames=1
 
 
 def readme_command(marker: str) -> list[str]:
@@ -51,12 +51,13 @@ def test_demo_model_directory_is_small_and_describes_itself(demo, digits):
   assert size < 10e6, f"the demo model is {size / 1e6:.1f} MB"
 
 
+@pytest.mark.parametrize("demo, variant", [(DEMO, "quick"), (DEMO_ONE_DIGIT, "quick1")])
 @pytest.mark.parametrize("task", ["prediction", "generation"])
-def test_demo_model_samples_each_task_it_supports(tmp_path, task):
-  config = smmnist.get_config("quick")
+def test_demo_model_samples_each_task_it_supports(tmp_path, task, demo, variant):
+  config = smmnist.get_config(variant)  # the one-digit demo's one-frame network: from its dir
   config.sampling.task, config.sampling.batch_size = task, 2
   config.sampling.num_frames, config.sampling.subsample = 5, 10
-  path = run_mode(MCVD, config, str(tmp_path), "sample", str(DEMO))
+  path = run_mode(MCVD, config, str(tmp_path), "sample", str(demo))
   meta = (tmp_path / f"samples_{task}.json").read_text()
   assert "model directory" in meta and '"prediction": "x0"' in meta
   video = np.load(tmp_path / f"samples_{task}.npz")["videos"]

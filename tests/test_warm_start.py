@@ -131,8 +131,15 @@ def _mcvd_first_state(config, workdir):
   return _first_state(config, workdir, MCVD)
 
 
-def test_mcvd_warm_starts_from_a_model_directory_with_the_same_network():
+def _one_digit_demo_config():
+  """configs/smmnist.py:quick1 with the one-digit demo's network (one frame per block)."""
   config = smmnist.get_config("quick1")
+  config.model.num_frames = 1
+  return config
+
+
+def test_mcvd_warm_starts_from_a_model_directory_with_the_same_network():
+  config = _one_digit_demo_config()
   checked = check_config(config, MCVD)
   params = pretrained_params(str(DEMO_ONE_DIGIT), checked.model, config.diffusion)
   _assert_trees_equal(params, load_converted(str(DEMO_ONE_DIGIT))[1])
@@ -148,7 +155,7 @@ def test_mcvd_warm_starts_from_a_model_directory_with_the_same_network():
 
 
 def test_mcvd_training_starts_from_the_demo_model(tmp_path):
-  config = smmnist.get_config("quick1")
+  config = _one_digit_demo_config()
   config.training.init_from = str(DEMO_ONE_DIGIT)
   state, _ = _mcvd_first_state(config, tmp_path)
   demo = load_converted(str(DEMO_ONE_DIGIT))[1]
@@ -157,7 +164,7 @@ def test_mcvd_training_starts_from_the_demo_model(tmp_path):
 
 
 def test_mcvd_grows_the_demo_model_with_attention_at_16(tmp_path):
-  config = smmnist.get_config("quick1")
+  config = _one_digit_demo_config()
   config.model.attn_resolutions = (8, 16)
   config.training.init_from = str(DEMO_ONE_DIGIT)
   with pytest.raises(ConfigError, match=r"model.attn_resolutions: the weights' \(8,\)"):
@@ -206,14 +213,15 @@ def test_a_cut_network_predicts_what_the_full_one_does_when_the_dropped_frames_a
 
 
 def test_mcvd_warm_starts_a_network_predicting_fewer_frames_from_the_demo(tmp_path):
+  """How the one-digit demo began: the two-digit demo's 5-frame network cut to one frame."""
   config = smmnist.get_config("quick1")
   config.model.num_frames = 1
   checked = check_config(config, MCVD)
   with pytest.raises(ConfigError, match=r"model.num_frames: the weights' 5, the config's 1.*"
                                         r"init_fewer_frames=True"):
-    pretrained_params(str(DEMO_ONE_DIGIT), checked.model, config.diffusion)
-  demo = load_converted(str(DEMO_ONE_DIGIT))[1]
-  config.training.init_from, config.training.init_fewer_frames = str(DEMO_ONE_DIGIT), True
+    pretrained_params(str(DEMO), checked.model, config.diffusion)
+  demo = load_converted(str(DEMO))[1]
+  config.training.init_from, config.training.init_fewer_frames = str(DEMO), True
   state, _ = _mcvd_first_state(config, tmp_path / "cut")
   np.testing.assert_array_equal(state.ema_params["conv_out"]["kernel"],
                                 demo["conv_out"]["kernel"][..., :1])
