@@ -213,9 +213,9 @@ def test_a_cut_network_predicts_what_the_full_one_does_when_the_dropped_frames_a
 
 
 def test_mcvd_warm_starts_a_network_predicting_fewer_frames_from_the_demo(tmp_path):
-  """How the one-digit demo began: the two-digit demo's 5-frame network cut to one frame."""
-  config = smmnist.get_config("quick1")
-  config.model.num_frames = 1
+  """The two-digit demo's 5-frame network cut to one frame (the one-digit demo began as the
+  previous one-digit demo cut the same way; that directory now holds the cut network)."""
+  config = _one_digit_demo_config()
   checked = check_config(config, MCVD)
   with pytest.raises(ConfigError, match=r"model.num_frames: the weights' 5, the config's 1.*"
                                         r"init_fewer_frames=True"):
