@@ -35,7 +35,6 @@ def get_config(arg=None):
   data.digit_size = 32          # smmnist: MNIST digits are resized to this many pixels
   data.step_length = 0.1        # smmnist: the reference passes 0.1 but its stochastic motion ignores it (must stay 0.1)
   data.max_speed = 4            # smmnist: the most whole pixels a digit moves per frame on each axis (the reference's 4)
-  data.bounce_share = 0.0       # smmnist: share of each training batch with a wall bounce into the last frame (0: the reference's process; needs model.num_frames=1)
   data.test_videos = 256        # size of the deterministic test set
   data.test_seed = 0            # seed of the test set (independent of config.seed)
 

@@ -246,40 +246,7 @@ def test_train_batch_rejects_bad_arguments(dataset, kwargs, match):
     dataset.train_batch(**args)
 
 
-def test_bounce_share_fills_the_batch_end_with_bounces_into_the_last_frame(dataset):
-  """The last round(share * B) clips bounce into their last frame (about one clip in seven does
-  without the share); the others are the reference process's batch unchanged, process slices
-  still concatenate to the global batch, and the step into the last frame is a new draw."""
-  free = 64 - 32
-  bouncy = data.make_dataset(data_section(bounce_share=0.5), image_size=64, channels=1)
-  motion = bouncy._train_motion(3, 7, 16, 6)
-  hits = smmnist.bounces_into_last_frame(smmnist.simulate(motion, free))
-  np.testing.assert_array_equal(hits[8:], True)
-  plain = smmnist.simulate(dataset._train_motion(3, 7, 400, 6), free)
-  assert 0.05 < smmnist.bounces_into_last_frame(plain).mean() < 0.3
-  batch = bouncy.train_batch(3, 7, 16, 6)
-  np.testing.assert_array_equal(batch[:8], dataset.train_batch(3, 7, 16, 6)[:8])
-  assert not np.array_equal(batch[8:], dataset.train_batch(3, 7, 16, 6)[8:])
-  slices = [bouncy.train_batch(3, 7, 16, 6, process_index=p, process_count=2) for p in range(2)]
-  np.testing.assert_array_equal(np.concatenate(slices), batch)
-  tracks = smmnist.simulate(motion, free)
-  at_wall = np.isin(tracks.positions[8:, :, -2], (0, free - 1)).any(axis=(1, 2))
-  np.testing.assert_array_equal(at_wall, True)  # the frame before the last one is on a wall
-  with pytest.raises(ValueError, match="data.bounce_share.*3"):
-    bouncy.train_batch(0, 0, 4, 2)
-
-
-def test_bounce_into_last_frame_reads_the_velocities():
-  still = np.zeros((2, 1, 4, 2), int)
-  turned = still.copy()
-  turned[1, 0, 2] = (1, 0)  # video 1's digit changes its step after frame 2 of 4
-  hits = smmnist.bounces_into_last_frame(smmnist.Trajectories(still, turned, np.zeros((2, 1))))
-  np.testing.assert_array_equal(hits, [False, True])
-
-
 @pytest.mark.parametrize("overrides,match", [
-    (dict(bounce_share=1.5), "data.bounce_share"),
-    (dict(bounce_share="half"), "data.bounce_share"),
     (dict(digit_size=64), "data.digit_size"),
     (dict(num_digits=0), "data.num_digits"),
     (dict(step_length=0.2), "data.step_length"),
@@ -312,24 +279,3 @@ def test_unknown_dataset_and_wrong_channels():
     data.make_dataset(data_section(dataset="mnist"), image_size=64, channels=1)
   with pytest.raises(ValueError, match="model.channels=3"):
     data.make_dataset(data_section(), image_size=64, channels=3)
-
-
-def test_mcvd_takes_a_bounce_share_only_where_the_input_alone_selects():
-  """A one-frame network with every past frame given validates; more frames per call, future
-  frames, past masking or another dataset are refused with the field named."""
-  from configs import smmnist as smmnist_configs
-  from mcvd_jax.core.config_checks import ConfigError
-  from mcvd_jax.video_diffusion import config as video_config
-  config = smmnist_configs.get_config("tiny")
-  config.data.bounce_share = 0.5
-  with pytest.raises(ConfigError, match=r"data\.bounce_share=0\.5.*model\.num_frames=2"):
-    video_config.validate_family(config)
-  config.model.num_frames = 1
-  video_config.validate_family(config)
-  config.training.prob_mask_cond = 0.5  # generation: nothing in the input selects the clip
-  with pytest.raises(ConfigError, match=r"training\.prob_mask_cond=0\.5"):
-    video_config.validate_family(config)
-  config.training.prob_mask_cond = 0.0
-  config.data.bounce_share = 2.0
-  with pytest.raises(ConfigError, match=r"data\.bounce_share=2\.0 must be a number in \[0, 1\]"):
-    video_config.validate_family(config)

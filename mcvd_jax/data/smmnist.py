@@ -24,14 +24,6 @@ Randomness: global training batch `step` is drawn from `default_rng([_TRAIN, see
 does not depend on the process count (each process simulates and draws only its slice) and
 resuming at step s sees exactly the batches an uninterrupted run would. Test video i has its own
 `default_rng([_TEST, test_seed, i])` on the test digits, so fewer test videos are a prefix of more.
-
-Bounce emphasis (`data.bounce_share`, 0 by default: the reference's process): that share of every
-training batch (the last videos) is drawn from clips in which a digit meets a wall just before the
-last frame, so the step into the last frame is a new random draw. Whether that happens follows
-from the frames before the last one, so for a network that predicts the last frame from the
-earlier ones the selection weights what it is shown by its input alone: the best prediction for
-each input is unchanged, and the training steps spent on the one hard case (where the digit goes
-after a wall) grow from about one clip in seven to the share asked for.
 """
 
 from __future__ import annotations
@@ -50,7 +42,6 @@ MAX_SPEED = 4  # the reference's pixels per frame on each axis: it draws randint
 REFERENCE_STEP_LENGTH = 0.1
 # First word of every per-video seed, so the train, test and alternative-future streams never meet.
 _TRAIN, _TEST, _ALTERNATIVE = 0, 1, 2
-_BOUNCE_POOL = 3  # last word of a training batch's bounce-candidate stream
 
 
 class Motion(NamedTuple):
@@ -144,41 +135,6 @@ def redraw_future(motion: Motion, rng: np.random.Generator, first_frame: int,
   speed[:, first_frame:] = rng.integers(1, max_speed + 1, shape)
   other[:, first_frame:] = rng.integers(-max_speed, max_speed + 1, shape)
   return motion._replace(bounce_speed=speed, bounce_other=other)
-
-
-def bounces_into_last_frame(trajectories: Trajectories) -> np.ndarray:
-  """bool [B]: some digit's step into the last frame is a new draw (it met a wall in the frame
-  before: a bounce always reverses the velocity along the wall's axis). Needs T >= 3."""
-  v = trajectories.velocities
-  if v.shape[2] < 3:
-    raise ValueError(f"a bounce into the last frame needs clips of >= 3 frames, got {v.shape[2]}")
-  return np.any(v[:, :, -2] != v[:, :, -3], axis=(1, 2))
-
-
-def draw_bouncing(rng: np.random.Generator, count: int, num_frames: int, num_digits: int,
-                  num_source_digits: int, free: int, max_speed: int) -> Motion:
-  """Motion of `count` videos whose step into the last frame follows a bounce: candidates drawn
-  in rounds of 16 per wanted video, kept in draw order (about one in seven qualifies)."""
-  kept: list[Motion] = []
-  found = 0
-  while found < count:
-    candidates = draw_motion(rng, 16 * count, num_frames, num_digits, num_source_digits, free,
-                             max_speed)
-    chosen = np.flatnonzero(bounces_into_last_frame(simulate(candidates, free)))
-    kept.append(Motion(*(field[chosen] for field in candidates)))
-    found += len(chosen)
-  return slice_motion(concat_motion(kept), 0, count)
-
-
-def check_bounce_share(share: float, num_frames: int | None = None) -> None:
-  """ValueError naming data.bounce_share when it is not a share, or the clips are too short."""
-  if not isinstance(share, (int, float)) or not 0 <= share <= 1:
-    raise sources.DataConfigError(f"data.bounce_share={share!r} must be a number in [0, 1]: the "
-                                  f"share of each training batch drawn with a bounce into the "
-                                  f"last frame (0: the reference's process)")
-  if share > 0 and num_frames is not None and num_frames < 3:
-    raise sources.DataConfigError(f"data.bounce_share={share} needs training clips of >= 3 "
-                                  f"frames (a velocity before and after a wall), got {num_frames}")
 
 
 def resize_digits(digits: np.ndarray, digit_size: int) -> np.ndarray:
@@ -276,20 +232,17 @@ class SMMNIST:
   num_test_videos: int = 256
   test_seed: int = 0
   max_speed: int = MAX_SPEED
-  bounce_share: float = 0.0
 
   def __post_init__(self):
     check_geometry(self.image_size, self.digit_size, self.num_digits, self.step_length,
                    self.max_speed)
-    check_bounce_share(self.bounce_share)
     sources.check_count("data.test_videos", self.num_test_videos)
     sources.check_seed("data.test_seed", self.test_seed)
 
   @classmethod
   def from_config(cls, data, image_size: int) -> SMMNIST:
     """From the `config.data` section (dataset, mnist_source, mnist_path, num_digits, digit_size,
-    step_length, max_speed, bounce_share, test_videos, test_seed) and
-    `config.model.image_size`."""
+    step_length, max_speed, test_videos, test_seed) and `config.model.image_size`."""
     if data.dataset != "smmnist":
       raise ValueError(f"SMMNIST.from_config got data.dataset={data.dataset!r}")
     # Geometry first: a bad value is reported before the digits are read.
@@ -300,8 +253,7 @@ class SMMNIST:
                test_digits=mnist_digits.load_digits("test", data.mnist_source, idx_path),
                image_size=image_size, digit_size=data.digit_size, num_digits=data.num_digits,
                step_length=data.step_length, num_test_videos=data.test_videos,
-               test_seed=data.test_seed, max_speed=max_speed,
-               bounce_share=getattr(data, "bounce_share", 0.0))
+               test_seed=data.test_seed, max_speed=max_speed)
 
   @property
   def description(self) -> str:
@@ -326,24 +278,11 @@ class SMMNIST:
                                  process_count)
     # The draws of the whole global batch cost ~0.2 ms per 64 videos; only this process's slice
     # is simulated and drawn.
-    motion = slice_motion(self._train_motion(seed, step, batch_size, num_frames), mine.start,
-                          mine.stop)
-    return _videos(self._train_glyphs, motion, self.image_size, self.digit_size)
-
-  def _train_motion(self, seed: int, step: int, batch_size: int, num_frames: int) -> Motion:
-    """Every draw of global training batch `step`; its last round(bounce_share * batch_size)
-    videos bounce into their last frame (module docstring)."""
-    free, sources_count = self.image_size - self.digit_size, len(self._train_glyphs)
     motion = draw_motion(np.random.default_rng([_TRAIN, seed, step]), batch_size, num_frames,
-                         self.num_digits, sources_count, free, self.max_speed)
-    bouncing = int(round(self.bounce_share * batch_size))
-    if not bouncing:
-      return motion
-    check_bounce_share(self.bounce_share, num_frames)
-    pool = np.random.default_rng([_TRAIN, seed, step, _BOUNCE_POOL])
-    return concat_motion([slice_motion(motion, 0, batch_size - bouncing),
-                          draw_bouncing(pool, bouncing, num_frames, self.num_digits,
-                                        sources_count, free, self.max_speed)])
+                         self.num_digits, len(self._train_glyphs),
+                         self.image_size - self.digit_size, self.max_speed)
+    motion = slice_motion(motion, mine.start, mine.stop)
+    return _videos(self._train_glyphs, motion, self.image_size, self.digit_size)
 
   def test_videos(self, num_frames: int, num_videos: int | None = None) -> np.ndarray:
     """The fixed test set, from test digits only: uint8 [num_videos or data.test_videos,

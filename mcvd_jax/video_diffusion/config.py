@@ -76,30 +76,6 @@ def validate_signal(config: Any) -> None:
                       f"shuffles the past frames across the clips)")
 
 
-def validate_bounce_share(config: Any) -> None:
-  """data.bounce_share (data/smmnist.py) selects training clips by whether a digit meets a wall
-  just before the last frame: only a network that predicts that one frame from every earlier one
-  sees the selection in its input alone (elsewhere it would change what the network learns)."""
-  share = config.data.get("bounce_share", 0.0)
-  if not share:
-    return
-  from mcvd_jax.data.smmnist import check_bounce_share
-  try:
-    check_bounce_share(share)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  m, t = config.model, config.training
-  require(config.data.dataset == "smmnist",
-          f"data.bounce_share={share} draws SMMNIST clips; data.dataset={config.data.dataset!r} "
-          f"has no bounces to select: set it to 0")
-  require(m.num_frames == 1 and m.num_frames_future == 0 and t.prob_mask_cond == 0,
-          f"data.bounce_share={share} selects clips by a bounce into their last frame, which only "
-          f"a network predicting that one frame from all the past sees in its input (got "
-          f"model.num_frames={m.num_frames}, model.num_frames_future={m.num_frames_future}, "
-          f"training.prob_mask_cond={t.prob_mask_cond}); use model.num_frames=1 with no future "
-          f"frames and no past masking, or set data.bounce_share=0")
-
-
 def validate_diffusion(config: Any) -> Diffusion:
   try:
     return diffusion_from_config(config.diffusion)
@@ -191,7 +167,6 @@ def validate_family(config: Any, device_count: int = 1, process_count: int = 1) 
   cfg = validate_model(config)
   masking = validate_masking(config)
   validate_signal(config)
-  validate_bounce_share(config)
   diffusion = validate_diffusion(config)
   validate_sampling(config, cfg, diffusion)
   validate_dataset(config)
