@@ -120,6 +120,21 @@ def test_kept_is_split_into_digits_moving_straight_and_past_a_wall():
   assert "straight" not in di.kept_by_frame(real, tracks, template_classify, first_frame=1)
 
 
+def test_wall_sheet_shows_the_clips_whose_digit_meets_a_wall():
+  turning = _tracks([[[[0, 0], [0, 1], [0, 2], [1, 2]]]], [[3]])  # turns down at frame 3
+  straight = _tracks([[[[0, 0], [0, 1], [0, 2], [0, 3]]]], [[3]])
+  real = np.concatenate([_draw(straight), _draw(turning)])
+  samples = 255 - real
+  positions = np.concatenate([straight.positions, turning.positions])
+  sheet = di.wall_sheet(real, samples, positions, first_frame=2)
+  assert sheet.shape == (2 * CANVAS + 2, 4 * CANVAS, 1) and sheet.dtype == np.uint8
+  np.testing.assert_array_equal(sheet[:CANVAS, 3 * CANVAS:], real[1, 3])  # the turning clip
+  np.testing.assert_array_equal(sheet[CANVAS:2 * CANVAS, :CANVAS], samples[1, 0])
+  assert (sheet[2 * CANVAS:] == 128).all()
+  assert di.wall_sheet(real[:1], samples[:1], positions[:1], first_frame=2) is None
+  assert di.wall_sheet(real, samples, positions, first_frame=2, max_clips=0) is None
+
+
 def test_mismatched_inputs_are_named():
   tracks = _tracks(POSITIONS, LABELS)
   real = _draw(tracks)
@@ -235,6 +250,10 @@ def test_the_command_scores_a_samples_file(tmp_path, capsys):
   report = json.loads((tmp_path / "samples_prediction_identity.json").read_text())
   assert json.dumps(report["model"]) == json.dumps(report["real"])
   assert report["classifier"] == classifier
+  walls = tmp_path / "samples_prediction_walls.png"
+  assert f"wrote {walls}" in table  # these four clips have digits meeting a wall
+  from PIL import Image
+  assert Image.open(walls).size[0] == 15 * config.model.image_size
   assert di.main([f"--config={config_arg}", f"--samples={tmp_path / 'none.npz'}",
                   f"--classifier={classifier}"]) == 2
   assert "none.npz" in capsys.readouterr().err

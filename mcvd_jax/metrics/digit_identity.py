@@ -28,8 +28,10 @@ with the distance it was found from its place in the last given frame.
 
 scores the videos `--mode=sample --config.sampling.task=prediction` wrote (conditioning frames
 first, then the predicted ones: the dataset's first test clips) and writes the table beside them
-as `<samples>_identity.json`. The classifier file is trained once (a minute or two on a CPU) where
-none exists (default `~/.cache/mcvd_jax/digit_classifier.npz`). An evaluation computes the same
+as `<samples>_identity.json`, and where digits meet a wall after the given frames a picture of
+those clips, `<samples>_walls.png` (real frames above, the sample below). The classifier file is
+trained once (a minute or two on a CPU) where none exists (default
+`~/.cache/mcvd_jax/digit_classifier.npz`). An evaluation computes the same
 shares for the model and copy-last with `--mode=eval --config.eval.metrics=...,identity`.
 """
 
@@ -42,6 +44,7 @@ from typing import Callable
 
 import numpy as np
 
+from mcvd_jax.core.media import write_png
 from mcvd_jax.data.smmnist import Trajectories, render
 
 # A classifier: uint8 [n, s, s, 1] digit squares -> int [n] classes in [0, 9].
@@ -253,11 +256,9 @@ def classifier_classify(params: dict) -> Classify:
 ALTERNATIVE_DRAWS = 4  # other futures per test clip for the sampling model's ceiling
 
 
-def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
-  """Digit identity of sampled predictions uint8 [B, T, H, W, C] (the first
-  config.model.num_frames_cond frames the conditioning ones) beside the real frames, other real
-  futures (ALTERNATIVE_DRAWS per clip) and copy-last, on the dataset's first B test clips of T
-  frames."""
+def sampled_test_clips(config, samples: np.ndarray):
+  """(dataset, real uint8 [B, T, H, W, C], DigitTracks) of the first B test clips of T frames that
+  samples uint8 [B, T, H, W, C] continue; ValueError when they are not those clips' samples."""
   from mcvd_jax.data.registry import make_dataset
   if config.data.dataset != "smmnist":
     raise ValueError(f"digit identity needs SMMNIST's digit tracks; data.dataset is "
@@ -273,7 +274,18 @@ def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
   if not np.array_equal(real[:, :past], samples[:, :past]):
     raise ValueError(f"the samples' first {past} frames are not the first {b} test clips of "
                      f"this config's dataset: pass the --config the samples were made with")
-  tracks = dataset.test_tracks(t, b)
+  return dataset, real, dataset.test_tracks(t, b)
+
+
+def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
+  """Digit identity of sampled predictions uint8 [B, T, H, W, C] (the first
+  config.model.num_frames_cond frames the conditioning ones) beside the real frames, other real
+  futures (ALTERNATIVE_DRAWS per clip) and copy-last, on the dataset's first B test clips of T
+  frames."""
+  samples = np.asarray(samples)
+  dataset, real, tracks = sampled_test_clips(config, samples)
+  b, t = samples.shape[:2]
+  past = int(config.model.num_frames_cond)
   copy_last = np.repeat(real[:, past - 1:past], t, axis=1)
   copy_last[:, :past] = real[:, :past]
   score = lambda videos: kept_by_frame(videos, tracks, classify, past)
@@ -281,6 +293,24 @@ def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
   return {"frames": list(range(past + 1, t + 1)), "real": score(real),
           "other_future": score(alternatives), "model": score(samples),
           "copy_last": score(copy_last)}
+
+
+def wall_sheet(real: np.ndarray, samples: np.ndarray, positions: np.ndarray, first_frame: int,
+               max_clips: int = 12) -> np.ndarray | None:
+  """What happens at the walls, as one picture: for the first `max_clips` clips in which a digit
+  meets a wall from `first_frame` on, the real clip's frames side by side with the sample's below
+  them and a grey line under each pair; uint8 [n * (2 H + 2), T W, C], None when no digit meets a
+  wall. real, samples: uint8 [B, T, H, W, C]; positions: int [B, D, T, 2] (DigitTracks')."""
+  past_wall = (~moving_straight(positions, first_frame)[:, :, -1]).any(axis=1)  # [B]
+  chosen = np.flatnonzero(past_wall)[:max_clips]
+  if not len(chosen):
+    return None
+  strip = lambda video: np.concatenate(list(video), axis=1)  # [T, H, W, C] -> [H, T W, C]
+  rows = []
+  for i in chosen:
+    rows += [strip(real[i]), strip(samples[i])]
+    rows.append(np.full((2,) + rows[-1].shape[1:], 128, np.uint8))
+  return np.concatenate(rows, axis=0)
 
 
 def format_table(report: dict) -> str:
@@ -353,11 +383,16 @@ def main(argv: list[str] | None = None) -> int:
   except (FileNotFoundError, KeyError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  out = os.path.splitext(samples_path)[0] + "_identity.json"
-  with open(out, "w") as f:
+  stem = os.path.splitext(samples_path)[0]
+  with open(stem + "_identity.json", "w") as f:
     json.dump({**report, "classifier": classifier, "samples": samples_path}, f, indent=1)
   print(format_table(report))
-  print(f"wrote {out}")
+  print(f"wrote {stem}_identity.json")
+  _, real, tracks = sampled_test_clips(config, samples)
+  sheet = wall_sheet(real, samples, tracks.positions, int(config.model.num_frames_cond))
+  if sheet is not None:
+    write_png(stem + "_walls.png", sheet)
+    print(f"wrote {stem}_walls.png (clips whose digits meet a wall: real above, sample below)")
   return 0
 
 
