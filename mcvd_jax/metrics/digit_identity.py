@@ -283,7 +283,12 @@ def score_samples(config, samples: np.ndarray, classify: Classify) -> dict:
   futures (ALTERNATIVE_DRAWS per clip) and copy-last, on the dataset's first B test clips of T
   frames."""
   samples = np.asarray(samples)
-  dataset, real, tracks = sampled_test_clips(config, samples)
+  return score_clips(config, samples, classify, *sampled_test_clips(config, samples))
+
+
+def score_clips(config, samples: np.ndarray, classify: Classify, dataset, real: np.ndarray,
+                tracks) -> dict:
+  """score_samples' report from the clips sampled_test_clips checked and returned."""
   b, t = samples.shape[:2]
   past = int(config.model.num_frames_cond)
   copy_last = np.repeat(real[:, past - 1:past], t, axis=1)
@@ -379,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
       samples = files["videos"]
     params = load_or_train_classifier(classifier, config.data.mnist_source,
                                       config.data.get("mnist_path", ""))
-    report = score_samples(config, samples, classifier_classify(params))
+    dataset, real, tracks = sampled_test_clips(config, samples)
+    report = score_clips(config, samples, classifier_classify(params), dataset, real, tracks)
   except (FileNotFoundError, KeyError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -388,7 +394,6 @@ def main(argv: list[str] | None = None) -> int:
     json.dump({**report, "classifier": classifier, "samples": samples_path}, f, indent=1)
   print(format_table(report))
   print(f"wrote {stem}_identity.json")
-  _, real, tracks = sampled_test_clips(config, samples)
   sheet = wall_sheet(real, samples, tracks.positions, int(config.model.num_frames_cond))
   if sheet is not None:
     write_png(stem + "_walls.png", sheet)
