@@ -16,6 +16,7 @@ from mcvd_jax.core.config_base import SAMPLING_WEIGHTS
 from mcvd_jax.core.config_checks import ConfigError, require, validate_training
 from mcvd_jax.diffusion.factory import Diffusion, check_sampling, diffusion_from_config
 from mcvd_jax.models import UNetConfig
+from mcvd_jax.video.guidance import check_guidance
 from mcvd_jax.video_diffusion.tasks import TASKS, Masking, enabled_tasks, masking_from_config
 
 __all__ = ["Checked", "ConfigError", "EvalSettings", "validate_config", "validate_family"]
@@ -97,6 +98,10 @@ def validate_sampling(config: Any, cfg: UNetConfig, diffusion: Diffusion) -> Non
   require(s.num_frames >= 1, f"sampling.num_frames={s.num_frames} must be >= 1")
   require(s.batch_size >= 1, f"sampling.batch_size={s.batch_size} must be >= 1")
   require_weights(s)
+  try:
+    check_guidance(float(s.get("guidance", 1.0)), cfg)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   if s.task in ("interpolation", "past_reconstruction"):
     require(cfg.num_frames_future > 0,
             f"sampling.task={s.task!r} needs future frames but model.num_frames_future=0")
@@ -107,6 +112,18 @@ def validate_sampling(config: Any, cfg: UNetConfig, diffusion: Diffusion) -> Non
     check_sampling(diffusion, s)
   except ValueError as e:
     raise ConfigError(str(e)) from e
+
+
+def require_masked_past_training(guidance: float, prob_mask_cond: float | None, what: str) -> None:
+  """ConfigError where guidance by the masked past (sampling.guidance != 1) meets a network that
+  never saw a masked past: its output there is not a distribution of frames, and guiding away
+  from it would only add noise."""
+  if guidance != 1 and prob_mask_cond is not None and prob_mask_cond <= 0:
+    raise ConfigError(
+        f"sampling.guidance={guidance} guides by the masked past, but {what} was trained with "
+        f"training.prob_mask_cond={prob_mask_cond}: the network never learned frames without their "
+        f"past. Sample with --config.sampling.guidance=1, pass the prob_mask_cond the run was "
+        f"trained with, or fine-tune with e.g. --config.training.prob_mask_cond=0.2 first")
 
 
 def validate_dataset(config: Any) -> None:

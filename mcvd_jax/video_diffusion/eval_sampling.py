@@ -18,6 +18,7 @@ from mcvd_jax.diffusion.factory import (BuiltSampler, cached_sampler, diffusion_
 from mcvd_jax.metrics import protocols
 from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.models import UNetConfig, make_denoise_fn
+from mcvd_jax.video.guidance import guided_denoise
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.tasks import task_inputs
 
@@ -42,8 +43,15 @@ def make_video_sampler(rollout: Callable, num_frames: int) -> Callable:
   return sample
 
 
-def _wrap_rollout(cfg: UNetConfig, diffusion: Any, sampler: Any, num_frames: int) -> Callable:
-  rollout = make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion))
+def _guided_network(network: tuple[UNetConfig, float]) -> Callable:
+  """The network the sampler calls, from the cache key (UNetConfig, sampling.guidance)."""
+  cfg, guidance = network
+  return guided_denoise(make_denoise_fn(cfg), cfg, guidance)
+
+
+def _wrap_rollout(network: tuple[UNetConfig, float], diffusion: Any, sampler: Any,
+                  num_frames: int) -> Callable:
+  rollout = make_rollout(sampler.sample, network[0], diffusion.noise_model, initial_scale(diffusion))
   return make_video_sampler(rollout, num_frames)
 
 
@@ -51,8 +59,9 @@ def video_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any
                   num_frames: int) -> BuiltSampler:
   """`make_video_sampler` around the rollout of the config's diffusion and sampler sections, as
   BuiltSampler(fn, tally): cached per setting (diffusion.factory.cached_sampler)."""
-  return cached_sampler(_wrap_rollout, make_denoise_fn, cfg, diffusion_section, sampling_section,
-                        (num_frames,))
+  network = (cfg, float(sampling_section.get("guidance", 1.0)))
+  return cached_sampler(_wrap_rollout, _guided_network, network, diffusion_section,
+                        sampling_section, (num_frames,))
 
 
 def sampler_network_evals(cfg: UNetConfig, diffusion_section: Any,

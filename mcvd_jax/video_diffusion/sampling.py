@@ -7,6 +7,7 @@ checkpoint, or random weights) into GIFs, conditioned on real test clips of the 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -24,8 +25,9 @@ from mcvd_jax.core.weights import load_weights
 from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
                                         sampler_from_config)
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
+from mcvd_jax.video.guidance import check_guidance, guided_denoise
 from mcvd_jax.video.rollout import make_rollout
-from mcvd_jax.video_diffusion.config import Checked
+from mcvd_jax.video_diffusion.config import Checked, require_masked_past_training
 from mcvd_jax.video_diffusion.tasks import clip_frames_for_task, task_inputs
 
 
@@ -57,19 +59,34 @@ def test_clips(config: Any, cfg: UNetConfig, num_frames: int, batch: int, key: j
   return frames_to_unit_range(dataset.test_videos(num_frames, batch))
 
 
+def trained_prob_mask_cond(model_dir: str) -> float | None:
+  """training.prob_mask_cond of the run an exported model directory came from (its provenance),
+  None where the directory does not say (a converted reference checkpoint)."""
+  with open(os.path.join(model_dir, "model_config.json")) as f:
+    meta = json.load(f)
+  value = meta.get("provenance", {}).get("run_config", {}).get("training", {}).get("prob_mask_cond")
+  return None if value is None else float(value)
+
+
 def load_for_sampling(config: Any, checked: Checked, workdir: str, checkpoint: str | None):
   """(UNetConfig, params, diffusion section, description) from, in order: a model directory (a
   converted reference checkpoint or an exported run, video_diffusion/export.py: model_config.json
   beside params; its network and diffusion settings win over the config's), a training checkpoint (--checkpoint naming a
   workdir, its checkpoints/ directory or one checkpoints/<step>; else the workdir's newest; the
   EMA or raw parameters, as `sampling.weights` says), or random weights (core.weights)."""
+  guidance = float(config.sampling.get("guidance", 1.0))
   if checkpoint and paths.exists(os.path.join(checkpoint, "model_config.json")):
     from mcvd_jax.convert.export import converted_diffusion_fields, load_converted
     cfg, params, _ = load_converted(checkpoint)
+    check_guidance(guidance, cfg)
+    require_masked_past_training(guidance, trained_prob_mask_cond(checkpoint),
+                                 f"the model directory {checkpoint}")
     section = ml_collections.ConfigDict(config.diffusion.to_dict())
     section.update(converted_diffusion_fields(checkpoint))
     return cfg, params, section, f"model directory {checkpoint}"
   cfg = checked.model
+  require_masked_past_training(guidance, float(config.training.prob_mask_cond),
+                               "this run (its config's training.prob_mask_cond)")
   weights = load_weights(workdir, checkpoint, lambda key: init_params(cfg, key), config.seed,
                          what="converted checkpoint (model_config.json) nor training checkpoints",
                          weights=config.sampling.get("weights", "ema"))
@@ -87,7 +104,8 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
   logging.info("sampling %s from %s", task, source)
   diffusion = (checked.diffusion if diffusion_section is config.diffusion
                else diffusion_from_config(diffusion_section))
-  sampler = sampler_from_config(make_denoise_fn(cfg), diffusion, config.sampling)
+  sampler = sampler_from_config(guided_denoise(make_denoise_fn(cfg), cfg, float(
+      config.sampling.get("guidance", 1.0))), diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))
   data_key, sample_key = jax.random.split(jax.random.key(config.seed + 1))
@@ -110,6 +128,8 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
                                    if sampler.tally is None else sampler.tally.take().tolist()),
        "blocks": -(-int(given.num_frames) // cfg.num_frames),
        "update_rule": config.sampling.get("update_rule", "robust"),
+       # each network evaluation runs the network on twice the batch where this is not 1
+       "guidance": float(config.sampling.get("guidance", 1.0)),
        "noise": diffusion.noise_model.name, "target": diffusion.target,
        "prediction": diffusion.prediction})
   logging.info("wrote %s (%s videos of %d frames, %.1f s)", path, batch, video.shape[1], seconds)

@@ -24,9 +24,10 @@ from mcvd_jax.core.media import frames_to_unit_range, to_uint8, video_grid, writ
 from mcvd_jax.data.registry import make_dataset
 from mcvd_jax.diffusion.factory import diffusion_loss_fn, initial_scale, sampler_from_config
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
+from mcvd_jax.video.guidance import guided_denoise
 from mcvd_jax.video.masking import make_training_batch
 from mcvd_jax.video.rollout import make_rollout
-from mcvd_jax.video_diffusion.config import Checked
+from mcvd_jax.video_diffusion.config import Checked, require_masked_past_training
 from mcvd_jax.video_diffusion.export import pretrained_params
 from mcvd_jax.video_diffusion.signal import loss_by_level, make_learning_signal
 from mcvd_jax.video_diffusion.tasks import Masking, clip_frames_for_task, task_inputs, task_masks
@@ -99,7 +100,9 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
   dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
   denoise = make_denoise_fn(cfg)
   diffusion_loss = diffusion_loss_fn(denoise, diffusion, l1=config.diffusion.l1)
-  sampler = sampler_from_config(denoise, diffusion, config.sampling)
+  guidance = float(config.sampling.get("guidance", 1.0))
+  require_masked_past_training(guidance, float(config.training.prob_mask_cond), "this run")
+  sampler = sampler_from_config(guided_denoise(denoise, cfg, guidance), diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))
 
