@@ -139,3 +139,13 @@ def test_sample_mode_guides_a_past_masked_network(tmp_path, monkeypatch):
   past = smmnist.get_config("tiny").model.num_frames_cond
   np.testing.assert_array_equal(videos[1.0][:, :past], videos[3.0][:, :past])  # the given past
   assert np.abs(videos[1.0][:, past:].astype(int) - videos[3.0][:, past:]).mean() > 1
+
+
+def test_the_eval_report_names_the_guidance():
+  from mcvd_jax.video_diffusion.evaluation import sampler_description
+  config = smmnist.get_config("tiny")
+  cfg = validate_family(config).model
+  assert "guided" not in sampler_description(cfg, config.diffusion, config.sampling)
+  config.sampling.guidance = 2.5
+  assert "guided by the masked past (weight 2.5" in sampler_description(cfg, config.diffusion,
+                                                                        config.sampling)

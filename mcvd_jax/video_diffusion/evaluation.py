@@ -265,7 +265,9 @@ def sampler_description(cfg: UNetConfig, diffusion: Any, sampling: Any) -> str:
   """The sampler and its network evaluations per rollout block, for the report."""
   evals = sampler_network_evals(cfg, diffusion, sampling)
   count = ("adaptive (sampling.ode tolerances)" if evals is None else str(evals))
-  return f"sampler {sampling.kind}: {count} network evaluations per block"
+  guidance = float(sampling.get("guidance", 1.0))
+  guided = f", guided by the masked past (weight {guidance:g}, doubled batch)" if guidance != 1 else ""
+  return f"sampler {sampling.kind}: {count} network evaluations per block{guided}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,7 +297,8 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
   summary = {"dataset": config.data.dataset,
              "sampler": {"kind": config.sampling.kind, "subsample": config.sampling.subsample,
                          "network_evals_per_block": sampler_network_evals(
-                             cfg, diffusion_section, config.sampling)}}
+                             cfg, diffusion_section, config.sampling),
+                         "guidance": float(config.sampling.get("guidance", 1.0))}}
   return Evaluation(source=source, jobs=jobs, summary=summary, to_json=evaluation.to_json)
 
 
