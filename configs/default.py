@@ -107,6 +107,7 @@ def get_config(arg=None):
   sampling.num_frames = 10      # frames to generate
   sampling.batch_size = 4
   sampling.guidance = 1.0        # MCVD: guidance by the masked past (video/guidance.py); 1 = off, > 1 needs a network trained with training.prob_mask_cond > 0
+  sampling.guidance_labels = ()  # MCVD: guide only the steps whose noise label is in [lo, hi) (0 is the noisiest); () = every step
   sampling.weights = "ema"      # ema | raw: which parameters of a training checkpoint --mode=sample and --mode=eval use
 
   # The shared sections (mcvd_jax/core: every field and its meaning in TRAINING_DEFAULTS and

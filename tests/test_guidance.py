@@ -55,6 +55,23 @@ def test_output_extrapolates_from_the_masked_past_to_the_given_one(weight):
     np.testing.assert_allclose(out, masked, atol=1e-3)
 
 
+def test_a_label_interval_guides_only_the_steps_inside_it():
+  x, _, cond = inputs(batch=4)
+  labels = jnp.array([0, 499, 500, 999])  # the interval [0, 500) holds the first two
+  out = guided_denoise(probe_network, CFG, 3.0, (0, 500))(None, x, labels, cond)
+  everywhere = guided_denoise(probe_network, CFG, 3.0)(None, x, labels, cond)
+  plain = probe_network(None, x, labels, cond)
+  np.testing.assert_allclose(out[:2], everywhere[:2], rtol=1e-6)
+  np.testing.assert_allclose(out[2:], plain[2:], rtol=1e-6)
+  assert not np.allclose(everywhere[2:], plain[2:])
+
+
+@pytest.mark.parametrize("interval", [(5,), (3, 3), (-1, 4), (1, 2, 3)])
+def test_bad_label_intervals_are_refused(interval):
+  with pytest.raises(ValueError, match="guidance_labels"):
+    check_guidance(2.0, CFG, interval)
+
+
 def test_samples_whose_past_is_already_masked_are_unchanged():
   x, labels, cond = inputs()
   cond = cond.at[..., :2].set(0)
@@ -82,6 +99,9 @@ def test_config_check_names_the_field():
   config = smmnist.get_config("tiny")
   config.sampling.guidance = -1.0
   with pytest.raises(ConfigError, match="sampling.guidance"):
+    validate_family(config)
+  config.sampling.guidance, config.sampling.guidance_labels = 2.0, (500, 0)
+  with pytest.raises(ConfigError, match="sampling.guidance_labels"):
     validate_family(config)
 
 
@@ -149,3 +169,6 @@ def test_the_eval_report_names_the_guidance():
   config.sampling.guidance = 2.5
   assert "guided by the masked past (weight 2.5" in sampler_description(cfg, config.diffusion,
                                                                         config.sampling)
+  config.sampling.guidance_labels = (0, 500)
+  assert "(weight 2.5 at labels [0, 500)" in sampler_description(cfg, config.diffusion,
+                                                               config.sampling)

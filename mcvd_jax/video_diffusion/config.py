@@ -99,7 +99,7 @@ def validate_sampling(config: Any, cfg: UNetConfig, diffusion: Diffusion) -> Non
   require(s.batch_size >= 1, f"sampling.batch_size={s.batch_size} must be >= 1")
   require_weights(s)
   try:
-    check_guidance(float(s.get("guidance", 1.0)), cfg)
+    check_guidance(float(s.get("guidance", 1.0)), cfg, tuple(s.get("guidance_labels", ())))
   except ValueError as e:
     raise ConfigError(str(e)) from e
   if s.task in ("interpolation", "past_reconstruction"):

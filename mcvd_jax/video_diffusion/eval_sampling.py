@@ -18,7 +18,7 @@ from mcvd_jax.diffusion.factory import (BuiltSampler, cached_sampler, diffusion_
 from mcvd_jax.metrics import protocols
 from mcvd_jax.metrics.sharded import map_batches
 from mcvd_jax.models import UNetConfig, make_denoise_fn
-from mcvd_jax.video.guidance import guided_denoise
+from mcvd_jax.video.guidance import guidance_settings, guided_denoise
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.tasks import task_inputs
 
@@ -43,13 +43,14 @@ def make_video_sampler(rollout: Callable, num_frames: int) -> Callable:
   return sample
 
 
-def _guided_network(network: tuple[UNetConfig, float]) -> Callable:
-  """The network the sampler calls, from the cache key (UNetConfig, sampling.guidance)."""
-  cfg, guidance = network
-  return guided_denoise(make_denoise_fn(cfg), cfg, guidance)
+def _guided_network(network: tuple) -> Callable:
+  """The network the sampler calls, from the cache key (UNetConfig, guidance weight, label
+  interval)."""
+  cfg, weight, interval = network
+  return guided_denoise(make_denoise_fn(cfg), cfg, weight, interval)
 
 
-def _wrap_rollout(network: tuple[UNetConfig, float], diffusion: Any, sampler: Any,
+def _wrap_rollout(network: tuple, diffusion: Any, sampler: Any,
                   num_frames: int) -> Callable:
   rollout = make_rollout(sampler.sample, network[0], diffusion.noise_model, initial_scale(diffusion))
   return make_video_sampler(rollout, num_frames)
@@ -59,7 +60,7 @@ def video_sampler(cfg: UNetConfig, diffusion_section: Any, sampling_section: Any
                   num_frames: int) -> BuiltSampler:
   """`make_video_sampler` around the rollout of the config's diffusion and sampler sections, as
   BuiltSampler(fn, tally): cached per setting (diffusion.factory.cached_sampler)."""
-  network = (cfg, float(sampling_section.get("guidance", 1.0)))
+  network = (cfg, *guidance_settings(sampling_section))
   return cached_sampler(_wrap_rollout, _guided_network, network, diffusion_section,
                         sampling_section, (num_frames,))
 

@@ -30,6 +30,7 @@ from mcvd_jax.core.keys import item_keys
 from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.metrics import baselines, evaluation, protocols
 from mcvd_jax.models import UNetConfig
+from mcvd_jax.video.guidance import guidance_settings
 from mcvd_jax.video_diffusion.config import IDENTITY, Checked, EvalSettings, shared_metrics
 from mcvd_jax.video_diffusion.eval_sampling import (horizon, protocol_key, sample_batch,
                                                     sampler_network_evals, video_sampler)
@@ -265,8 +266,10 @@ def sampler_description(cfg: UNetConfig, diffusion: Any, sampling: Any) -> str:
   """The sampler and its network evaluations per rollout block, for the report."""
   evals = sampler_network_evals(cfg, diffusion, sampling)
   count = ("adaptive (sampling.ode tolerances)" if evals is None else str(evals))
-  guidance = float(sampling.get("guidance", 1.0))
-  guided = f", guided by the masked past (weight {guidance:g}, doubled batch)" if guidance != 1 else ""
+  weight, interval = guidance_settings(sampling)
+  where = f" at labels [{interval[0]}, {interval[1]})" if interval else ""
+  guided = (f", guided by the masked past (weight {weight:g}{where}, doubled batch)"
+            if weight != 1 else "")
   return f"sampler {sampling.kind}: {count} network evaluations per block{guided}"
 
 
@@ -298,7 +301,8 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
              "sampler": {"kind": config.sampling.kind, "subsample": config.sampling.subsample,
                          "network_evals_per_block": sampler_network_evals(
                              cfg, diffusion_section, config.sampling),
-                         "guidance": float(config.sampling.get("guidance", 1.0))}}
+                         "guidance": float(config.sampling.get("guidance", 1.0)),
+                         "guidance_labels": list(guidance_settings(config.sampling)[1])}}
   return Evaluation(source=source, jobs=jobs, summary=summary, to_json=evaluation.to_json)
 
 

@@ -25,7 +25,7 @@ from mcvd_jax.core.weights import load_weights
 from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
                                         sampler_from_config)
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
-from mcvd_jax.video.guidance import check_guidance, guided_denoise
+from mcvd_jax.video.guidance import check_guidance, guidance_settings, guided_denoise
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.config import Checked, require_masked_past_training
 from mcvd_jax.video_diffusion.tasks import clip_frames_for_task, task_inputs
@@ -104,8 +104,9 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
   logging.info("sampling %s from %s", task, source)
   diffusion = (checked.diffusion if diffusion_section is config.diffusion
                else diffusion_from_config(diffusion_section))
-  sampler = sampler_from_config(guided_denoise(make_denoise_fn(cfg), cfg, float(
-      config.sampling.get("guidance", 1.0))), diffusion, config.sampling)
+  sampler = sampler_from_config(guided_denoise(make_denoise_fn(cfg), cfg,
+                                               *guidance_settings(config.sampling)),
+                                diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))
   data_key, sample_key = jax.random.split(jax.random.key(config.seed + 1))
@@ -130,6 +131,7 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
        "update_rule": config.sampling.get("update_rule", "robust"),
        # each network evaluation runs the network on twice the batch where this is not 1
        "guidance": float(config.sampling.get("guidance", 1.0)),
+       "guidance_labels": list(guidance_settings(config.sampling)[1]),
        "noise": diffusion.noise_model.name, "target": diffusion.target,
        "prediction": diffusion.prediction})
   logging.info("wrote %s (%s videos of %d frames, %.1f s)", path, batch, video.shape[1], seconds)
