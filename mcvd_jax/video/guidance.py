@@ -13,10 +13,11 @@ noisy input, so the same combination serves all of them. The two outputs come fr
 call on a doubled batch. The future block (interpolation) is kept in both calls: the guidance is
 by the past.
 
-`sampling.guidance_labels`, an interval [lo, hi) of the network's noise labels (in MCVD's DDPM 0 is the noisiest,
-num_steps - 1 the cleanest), guides only the steps whose label lies in it and uses the plain
-network elsewhere (guidance in a limited interval, Kynkäänniemi et al. 2024): the noisy steps decide
-where a digit goes and what it is, the clean ones its strokes, which strong guidance there erodes.
+`sampling.guidance_labels`, an interval [lo, hi) of the network's noise labels (in MCVD's DDPM 0
+is the noisiest, num_steps - 1 the cleanest), guides only the steps whose label lies in it and
+uses the plain network elsewhere (guidance in a limited interval, Kynkäänniemi et al. 2024): the
+noisy steps decide where a digit goes and what it is, the clean ones its strokes, which strong
+guidance there erodes. Both outputs are still computed at every step.
 """
 
 from __future__ import annotations

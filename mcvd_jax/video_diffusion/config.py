@@ -16,7 +16,7 @@ from mcvd_jax.core.config_base import SAMPLING_WEIGHTS
 from mcvd_jax.core.config_checks import ConfigError, require, validate_training
 from mcvd_jax.diffusion.factory import Diffusion, check_sampling, diffusion_from_config
 from mcvd_jax.models import UNetConfig
-from mcvd_jax.video.guidance import check_guidance
+from mcvd_jax.video.guidance import check_guidance, guidance_settings
 from mcvd_jax.video_diffusion.tasks import TASKS, Masking, enabled_tasks, masking_from_config
 
 __all__ = ["Checked", "ConfigError", "EvalSettings", "validate_config", "validate_family"]
@@ -98,10 +98,7 @@ def validate_sampling(config: Any, cfg: UNetConfig, diffusion: Diffusion) -> Non
   require(s.num_frames >= 1, f"sampling.num_frames={s.num_frames} must be >= 1")
   require(s.batch_size >= 1, f"sampling.batch_size={s.batch_size} must be >= 1")
   require_weights(s)
-  try:
-    check_guidance(float(s.get("guidance", 1.0)), cfg, tuple(s.get("guidance_labels", ())))
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
+  require_usable_guidance(s, cfg)
   if s.task in ("interpolation", "past_reconstruction"):
     require(cfg.num_frames_future > 0,
             f"sampling.task={s.task!r} needs future frames but model.num_frames_future=0")
@@ -110,6 +107,16 @@ def validate_sampling(config: Any, cfg: UNetConfig, diffusion: Diffusion) -> Non
             "sampling.task='prediction' needs past frames but model.num_frames_cond=0")
   try:
     check_sampling(diffusion, s)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+
+
+def require_usable_guidance(sampling: Any, cfg: UNetConfig) -> None:
+  """ConfigError unless the sampling section's guidance weight and label interval suit `cfg`
+  (video.guidance.check_guidance)."""
+  try:
+    weight, interval = guidance_settings(sampling)
+    check_guidance(weight, cfg, interval)
   except ValueError as e:
     raise ConfigError(str(e)) from e
 

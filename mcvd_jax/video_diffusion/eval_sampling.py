@@ -50,9 +50,9 @@ def _guided_network(network: tuple) -> Callable:
   return guided_denoise(make_denoise_fn(cfg), cfg, weight, interval)
 
 
-def _wrap_rollout(network: tuple, diffusion: Any, sampler: Any,
-                  num_frames: int) -> Callable:
-  rollout = make_rollout(sampler.sample, network[0], diffusion.noise_model, initial_scale(diffusion))
+def _wrap_rollout(network: tuple, diffusion: Any, sampler: Any, num_frames: int) -> Callable:
+  cfg = network[0]
+  rollout = make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion))
   return make_video_sampler(rollout, num_frames)
 
 

@@ -301,7 +301,7 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
              "sampler": {"kind": config.sampling.kind, "subsample": config.sampling.subsample,
                          "network_evals_per_block": sampler_network_evals(
                              cfg, diffusion_section, config.sampling),
-                         "guidance": float(config.sampling.get("guidance", 1.0)),
+                         "guidance": guidance_settings(config.sampling)[0],
                          "guidance_labels": list(guidance_settings(config.sampling)[1])}}
   return Evaluation(source=source, jobs=jobs, summary=summary, to_json=evaluation.to_json)
 

@@ -25,9 +25,10 @@ from mcvd_jax.core.weights import load_weights
 from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
                                         sampler_from_config)
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
-from mcvd_jax.video.guidance import check_guidance, guidance_settings, guided_denoise
+from mcvd_jax.video.guidance import guidance_settings, guided_denoise
 from mcvd_jax.video.rollout import make_rollout
-from mcvd_jax.video_diffusion.config import Checked, require_masked_past_training
+from mcvd_jax.video_diffusion.config import (Checked, require_masked_past_training,
+                                             require_usable_guidance)
 from mcvd_jax.video_diffusion.tasks import clip_frames_for_task, task_inputs
 
 
@@ -74,11 +75,11 @@ def load_for_sampling(config: Any, checked: Checked, workdir: str, checkpoint: s
   beside params; its network and diffusion settings win over the config's), a training checkpoint (--checkpoint naming a
   workdir, its checkpoints/ directory or one checkpoints/<step>; else the workdir's newest; the
   EMA or raw parameters, as `sampling.weights` says), or random weights (core.weights)."""
-  guidance = float(config.sampling.get("guidance", 1.0))
+  guidance = guidance_settings(config.sampling)[0]
   if checkpoint and paths.exists(os.path.join(checkpoint, "model_config.json")):
     from mcvd_jax.convert.export import converted_diffusion_fields, load_converted
     cfg, params, _ = load_converted(checkpoint)
-    check_guidance(guidance, cfg)
+    require_usable_guidance(config.sampling, cfg)  # the directory's network, not the config's
     require_masked_past_training(guidance, trained_prob_mask_cond(checkpoint),
                                  f"the model directory {checkpoint}")
     section = ml_collections.ConfigDict(config.diffusion.to_dict())
@@ -130,7 +131,7 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
        "blocks": -(-int(given.num_frames) // cfg.num_frames),
        "update_rule": config.sampling.get("update_rule", "robust"),
        # each network evaluation runs the network on twice the batch where this is not 1
-       "guidance": float(config.sampling.get("guidance", 1.0)),
+       "guidance": guidance_settings(config.sampling)[0],
        "guidance_labels": list(guidance_settings(config.sampling)[1]),
        "noise": diffusion.noise_model.name, "target": diffusion.target,
        "prediction": diffusion.prediction})

@@ -100,8 +100,8 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
   dataset = make_dataset(config.data, cfg.image_size, cfg.channels)
   denoise = make_denoise_fn(cfg)
   diffusion_loss = diffusion_loss_fn(denoise, diffusion, l1=config.diffusion.l1)
-  guidance = float(config.sampling.get("guidance", 1.0))
-  require_masked_past_training(guidance, float(config.training.prob_mask_cond), "this run")
+  require_masked_past_training(guidance_settings(config.sampling)[0],
+                               float(config.training.prob_mask_cond), "this run")
   sampler = sampler_from_config(guided_denoise(denoise, cfg, *guidance_settings(config.sampling)),
                                 diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
