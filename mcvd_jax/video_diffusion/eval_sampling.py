@@ -50,6 +50,12 @@ def _guided_network(network: tuple) -> Callable:
   return guided_denoise(make_denoise_fn(cfg), cfg, weight, interval)
 
 
+def sampling_network(cfg: UNetConfig, sampling_section: Any) -> Callable:
+  """The network a sampler of `sampling_section` calls: make_denoise_fn(cfg), guided by the
+  masked past as sampling.guidance and sampling.guidance_labels say (video.guidance)."""
+  return _guided_network((cfg, *guidance_settings(sampling_section)))
+
+
 def _wrap_rollout(network: tuple, diffusion: Any, sampler: Any, num_frames: int) -> Callable:
   cfg = network[0]
   rollout = make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion))

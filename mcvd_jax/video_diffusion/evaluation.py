@@ -297,12 +297,12 @@ def make_evaluation(config: Any, checked: Checked, workdir: str,
   mesh = make_mesh()
   jobs = tuple(protocol_job(config, cfg, params, diffusion_section, dataset, settings, source,
                             mesh, weights, p, classify) for p in chosen)
+  weight, interval = guidance_settings(config.sampling)
   summary = {"dataset": config.data.dataset,
              "sampler": {"kind": config.sampling.kind, "subsample": config.sampling.subsample,
                          "network_evals_per_block": sampler_network_evals(
                              cfg, diffusion_section, config.sampling),
-                         "guidance": guidance_settings(config.sampling)[0],
-                         "guidance_labels": list(guidance_settings(config.sampling)[1])}}
+                         "guidance": weight, "guidance_labels": list(interval)}}
   return Evaluation(source=source, jobs=jobs, summary=summary, to_json=evaluation.to_json)
 
 

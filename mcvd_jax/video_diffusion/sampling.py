@@ -24,11 +24,12 @@ from mcvd_jax.core.media import frames_to_unit_range, to_uint8, video_grid, writ
 from mcvd_jax.core.weights import load_weights
 from mcvd_jax.diffusion.factory import (diffusion_from_config, initial_scale, network_evals,
                                         sampler_from_config)
-from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
-from mcvd_jax.video.guidance import guidance_settings, guided_denoise
+from mcvd_jax.models import UNetConfig, init_params
+from mcvd_jax.video.guidance import guidance_settings
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.config import (Checked, require_masked_past_training,
                                              require_usable_guidance)
+from mcvd_jax.video_diffusion.eval_sampling import sampling_network
 from mcvd_jax.video_diffusion.tasks import clip_frames_for_task, task_inputs
 
 
@@ -102,12 +103,11 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
   task, batch, horizon = config.sampling.task, config.sampling.batch_size, config.sampling.num_frames
   paths.makedirs(workdir)
   cfg, params, diffusion_section, source = load_for_sampling(config, checked, workdir, checkpoint)
+  guidance = guidance_settings(config.sampling)
   logging.info("sampling %s from %s", task, source)
   diffusion = (checked.diffusion if diffusion_section is config.diffusion
                else diffusion_from_config(diffusion_section))
-  sampler = sampler_from_config(guided_denoise(make_denoise_fn(cfg), cfg,
-                                               *guidance_settings(config.sampling)),
-                                diffusion, config.sampling)
+  sampler = sampler_from_config(sampling_network(cfg, config.sampling), diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))
   data_key, sample_key = jax.random.split(jax.random.key(config.seed + 1))
@@ -131,8 +131,7 @@ def sample_and_save(config: Any, checked: Checked, workdir: str,
        "blocks": -(-int(given.num_frames) // cfg.num_frames),
        "update_rule": config.sampling.get("update_rule", "robust"),
        # each network evaluation runs the network on twice the batch where this is not 1
-       "guidance": guidance_settings(config.sampling)[0],
-       "guidance_labels": list(guidance_settings(config.sampling)[1]),
+       "guidance": guidance[0], "guidance_labels": list(guidance[1]),
        "noise": diffusion.noise_model.name, "target": diffusion.target,
        "prediction": diffusion.prediction})
   logging.info("wrote %s (%s videos of %d frames, %.1f s)", path, batch, video.shape[1], seconds)

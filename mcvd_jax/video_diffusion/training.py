@@ -24,10 +24,11 @@ from mcvd_jax.core.media import frames_to_unit_range, to_uint8, video_grid, writ
 from mcvd_jax.data.registry import make_dataset
 from mcvd_jax.diffusion.factory import diffusion_loss_fn, initial_scale, sampler_from_config
 from mcvd_jax.models import UNetConfig, init_params, make_denoise_fn
-from mcvd_jax.video.guidance import guidance_settings, guided_denoise
+from mcvd_jax.video.guidance import guidance_settings
 from mcvd_jax.video.masking import make_training_batch
 from mcvd_jax.video.rollout import make_rollout
 from mcvd_jax.video_diffusion.config import Checked, require_masked_past_training
+from mcvd_jax.video_diffusion.eval_sampling import sampling_network
 from mcvd_jax.video_diffusion.export import pretrained_params
 from mcvd_jax.video_diffusion.signal import loss_by_level, make_learning_signal
 from mcvd_jax.video_diffusion.tasks import Masking, clip_frames_for_task, task_inputs, task_masks
@@ -102,8 +103,7 @@ def build(config: Any, checked: Checked) -> TrainingSetup:
   diffusion_loss = diffusion_loss_fn(denoise, diffusion, l1=config.diffusion.l1)
   require_masked_past_training(guidance_settings(config.sampling)[0],
                                float(config.training.prob_mask_cond), "this run")
-  sampler = sampler_from_config(guided_denoise(denoise, cfg, *guidance_settings(config.sampling)),
-                                diffusion, config.sampling)
+  sampler = sampler_from_config(sampling_network(cfg, config.sampling), diffusion, config.sampling)
   rollout = jit(make_rollout(sampler.sample, cfg, diffusion.noise_model, initial_scale(diffusion)),
                 static_argnames=("num_frames", "batch_size"))
 
