@@ -12,6 +12,7 @@ from configs import smmnist as smmnist_config
 from mcvd_jax.data import smmnist
 from mcvd_jax.data.registry import make_dataset
 from mcvd_jax.metrics import digit_identity as di
+from mcvd_jax.metrics import sample_identity as si
 
 SIZE, CANVAS = 8, 16
 
@@ -126,13 +127,13 @@ def test_wall_sheet_shows_the_clips_whose_digit_meets_a_wall():
   real = np.concatenate([_draw(straight), _draw(turning)])
   samples = 255 - real
   positions = np.concatenate([straight.positions, turning.positions])
-  sheet = di.wall_sheet(real, samples, positions, first_frame=2)
+  sheet = si.wall_sheet(real, samples, positions, first_frame=2)
   assert sheet.shape == (2 * CANVAS + 2, 4 * CANVAS, 1) and sheet.dtype == np.uint8
   np.testing.assert_array_equal(sheet[:CANVAS, 3 * CANVAS:], real[1, 3])  # the turning clip
   np.testing.assert_array_equal(sheet[CANVAS:2 * CANVAS, :CANVAS], samples[1, 0])
   assert (sheet[2 * CANVAS:] == 128).all()
-  assert di.wall_sheet(real[:1], samples[:1], positions[:1], first_frame=2) is None
-  assert di.wall_sheet(real, samples, positions, first_frame=2, max_clips=0) is None
+  assert si.wall_sheet(real[:1], samples[:1], positions[:1], first_frame=2) is None
+  assert si.wall_sheet(real, samples, positions, first_frame=2, max_clips=0) is None
 
 
 def test_mismatched_inputs_are_named():
@@ -209,7 +210,7 @@ def test_score_samples_rows_and_the_wrong_config(quick_data):
     return dataset.test_digits.labels[dist.argmin(axis=1)]
 
   real = dataset.test_videos(15, 8)
-  report = di.score_samples(config, real, nearest_test_digit)
+  report = si.score_samples(config, real, nearest_test_digit)
   assert report["frames"] == list(range(6, 16))
   assert json.dumps(report["model"]) == json.dumps(report["real"])  # NaN where no digit
   assert report["real"]["digits"] == report["copy_last"]["digits"]
@@ -223,12 +224,12 @@ def test_score_samples_rows_and_the_wrong_config(quick_data):
   other = real.copy()
   other[:, 0] = 255 - other[:, 0]
   with pytest.raises(ValueError, match="not the first 8 test clips"):
-    di.score_samples(config, other, nearest_test_digit)
+    si.score_samples(config, other, nearest_test_digit)
   with pytest.raises(ValueError, match="uint8"):
-    di.score_samples(config, real[:, None], nearest_test_digit)
+    si.score_samples(config, real[:, None], nearest_test_digit)
   config.data.dataset = "kth"
   with pytest.raises(ValueError, match="SMMNIST"):
-    di.score_samples(config, real, nearest_test_digit)
+    si.score_samples(config, real, nearest_test_digit)
   config.data.dataset = "smmnist"
 
 
@@ -242,7 +243,7 @@ def test_the_command_scores_a_samples_file(tmp_path, capsys):
   samples = str(tmp_path / "samples_prediction.npz")
   np.savez(samples, videos=dataset.test_videos(15, 4))
   args = [f"--config={config_arg}", f"--samples={samples}", f"--classifier={classifier}"]
-  assert di.main(args) == 0
+  assert si.main(args) == 0
   table = capsys.readouterr().out
   assert "| model |" in table and "| copy the last past frame |" in table
   assert "| another real future (bounces re-drawn) |" in table
@@ -254,7 +255,7 @@ def test_the_command_scores_a_samples_file(tmp_path, capsys):
   assert f"wrote {walls}" in table  # these four clips have digits meeting a wall
   from PIL import Image
   assert Image.open(walls).size[0] == 15 * config.model.image_size
-  assert di.main([f"--config={config_arg}", f"--samples={tmp_path / 'none.npz'}",
+  assert si.main([f"--config={config_arg}", f"--samples={tmp_path / 'none.npz'}",
                   f"--classifier={classifier}"]) == 2
   assert "none.npz" in capsys.readouterr().err
   # samples of a run with overrides are scored with the same overrides
@@ -262,11 +263,11 @@ def test_the_command_scores_a_samples_file(tmp_path, capsys):
   config.data.num_digits = other_count
   other = make_dataset(config.data, config.model.image_size, config.model.channels)
   np.savez(samples, videos=other.test_videos(15, 4))
-  assert di.main(args) == 2 and "not the first 4 test clips" in capsys.readouterr().err
-  assert di.main(args + [f"--config.data.num_digits={other_count}"]) == 0
+  assert si.main(args) == 2 and "not the first 4 test clips" in capsys.readouterr().err
+  assert si.main(args + [f"--config.data.num_digits={other_count}"]) == 0
   report = json.loads((tmp_path / "samples_prediction_identity.json").read_text())
   assert json.dumps(report["model"]) == json.dumps(report["real"])
   if other_count == 1:  # one digit per clip, never touching another
     assert report["real"]["digits"] == [4] * 10
   with pytest.raises(SystemExit, match="data.num_digit"):
-    di.main(args + ["--config.data.num_digit=1"])
+    si.main(args + ["--config.data.num_digit=1"])
