@@ -1,4 +1,4 @@
-"""`train_and_evaluate(config, workdir, family)`: the CLU training loop of every family. No maths
+"""`train_and_evaluate(config, workdir, family)`: the training loop of every family. No maths
 here: the update is `core.train_step.make_train_step` around the family's loss, the data and media
 are the family's (`core.family.TrainingSetup`), checkpoints `core.checkpointing.Checkpointer`. The
 caller hands over the Family to run (the loop looks nothing up by name).
@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
+from clu import parameter_overview
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mcvd_jax.core import paths
@@ -31,6 +31,7 @@ from mcvd_jax.core.sharding import make_mesh
 from mcvd_jax.core.train_step import (TrainState, abstract_train_state, init_train_state,
                                       make_train_step)
 from mcvd_jax.core.warm_start import read_init_weights, warm_started
+from mcvd_jax.core.writers import ProfileSteps, Progress, make_writer
 from mcvd_jax.errors import ProjectError
 
 _LOOP_METRICS = ("loss", "grad_norm", "lr", "ema_rate", "finite", "large_grad")
@@ -56,14 +57,6 @@ def check_workdir_writable(workdir: str) -> None:
     reason = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
     raise WorkdirError(f"workdir {workdir!r} is not writable ({reason}); choose another "
                        f"--workdir or fix its permissions") from e
-
-
-def make_writer(workdir: str):
-  """CLU's default writer: the log and TensorBoard (WORKDIR/tensorboard) on process 0, the log
-  only on the others."""
-  if jax.process_index() > 0:
-    return metric_writers.create_default_writer(just_logging=True)
-  return metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"))
 
 
 def summarize_window(metrics: list[dict]) -> dict[str, float]:
@@ -216,7 +209,8 @@ def train_and_evaluate(config: Any, workdir: str, family: Family,
                        checked: Any = None) -> TrainState:
   """Trains `family` until `training.num_steps`, resuming from WORKDIR/checkpoints if there are any.
 
-  Writes TensorBoard summaries to WORKDIR/tensorboard, the family's media (every
+  Writes TensorBoard summaries to WORKDIR/tensorboard (without TensorFlow: the scalars to
+  WORKDIR/metrics.jsonl, `core.writers`), the family's media (every
   `training.sample_every` steps and at the end), its validation metrics (every
   `training.eval_every` steps and at the end) and checkpoints every `training.checkpoint_every`
   steps and at the end. Returns the final state. `checked`: see Trainer. A SIGTERM (to any
@@ -238,11 +232,9 @@ def train_and_evaluate(config: Any, workdir: str, family: Family,
   if jax.process_index() == 0:
     parameter_overview.log_parameter_overview(state.params)
   step = int(jax.device_get(state.step))
-  report = periodic_actions.ReportProgress(num_train_steps=t.num_steps, writer=writer,
-                                           every_secs=60)
-  hooks = [report]
-  if t.profile and jax.process_index() == 0:
-    hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
+  report = Progress(t.num_steps, writer, every_secs=60)
+  profile = ProfileSteps(workdir) if t.profile and jax.process_index() == 0 else None
+  hooks = [report] + ([profile] if profile else [])
   media = t.sample_every and trainer.setup.write_media is not None
   eval_every = int(t.get("eval_every", 0))
   evaluations = eval_every and trainer.setup.evaluate is not None
@@ -295,6 +287,8 @@ def train_and_evaluate(config: Any, workdir: str, family: Family,
       if crossed(previous, step, t.checkpoint_every) or step == t.num_steps:
         with report.timed("checkpoint"):
           checkpointer.save(state, trainer.checkpoint_meta())
+  if profile:
+    profile.finish()
   checkpointer.close()
   writer.flush()
   return state
