@@ -100,41 +100,60 @@ def format_probe(reports: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-  """The command (argv without the program name; sys.argv[1:] when None): prints the table.
-  Returns 2 for a missing checkpoint or classifier file, or a bad setting."""
+def define_model_flags(values, argv: list[str]) -> None:
+  """The flags of a command that reads a trained network and scores digits with the classifier:
+  --config (file[:variant] and --config.FIELD=VALUE overrides), --checkpoint, --classifier."""
   from absl import flags
   from ml_collections import config_flags
 
-  from mcvd_jax.cli_errors import parse_flags_or_exit
-  from mcvd_jax.core.modes import check_config
-  from mcvd_jax.metrics.digit_classifier_training import load_or_train_classifier
-  from mcvd_jax.metrics.digit_identity import DEFAULT_CLASSIFIER, classifier_classify
-  from mcvd_jax.diffusion.factory import diffusion_from_config
-  from mcvd_jax.video_diffusion.family import FAMILY
-  from mcvd_jax.video_diffusion.sampling import load_for_sampling
-  argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
-  values = flags.FlagValues()
+  from mcvd_jax.metrics.digit_identity import DEFAULT_CLASSIFIER
   config_flags.DEFINE_config_file("config", None, "the run's config (configs/smmnist.py[:variant])",
                                   flag_values=values, sys_argv=argv)
   flags.DEFINE_string("checkpoint", None, "model directory, training workdir or "
                       "checkpoints/<step>", flag_values=values)
-  flags.DEFINE_list("levels", [str(x) for x in DEFAULT_LEVELS], "signal levels sqrt(alpha_bar)",
-                    flag_values=values)
-  flags.DEFINE_integer("clips", DEFAULT_CLIPS, "test clips", flag_values=values)
   flags.DEFINE_string("classifier", DEFAULT_CLASSIFIER, "digit classifier file; trained and "
                       "written there when absent", flag_values=values)
   flags.mark_flags_as_required(["config", "checkpoint"], flag_values=values)
+
+
+def load_model_and_classifier(config: Any, checkpoint: str, classifier: str):
+  """(UNetConfig, params, diffusion section, description, classify) for --checkpoint (as the
+  sample mode reads it) and the classifier file (trained there when absent). Raises
+  FileNotFoundError / ValueError for missing files and bad settings."""
+  from mcvd_jax.core.modes import check_config
+  from mcvd_jax.metrics.digit_classifier_training import load_or_train_classifier
+  from mcvd_jax.metrics.digit_identity import classifier_classify
+  from mcvd_jax.video_diffusion.family import FAMILY
+  from mcvd_jax.video_diffusion.sampling import load_for_sampling
+  if config.data.dataset != "smmnist":
+    raise ValueError(f"digit identity reads SMMNIST's digit tracks; data.dataset is "
+                     f"{config.data.dataset!r}")
+  checked = check_config(config, FAMILY)
+  cfg, params, section, source = load_for_sampling(config, checked, checkpoint, checkpoint)
+  classify = classifier_classify(load_or_train_classifier(
+      classifier, config.data.mnist_source, config.data.get("mnist_path", "")))
+  return cfg, params, section, source, classify
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The command (argv without the program name; sys.argv[1:] when None): prints the table.
+  Returns 2 for a missing checkpoint or classifier file, or a bad setting."""
+  from absl import flags
+
+  from mcvd_jax.cli_errors import parse_flags_or_exit
+  from mcvd_jax.diffusion.factory import diffusion_from_config
+  argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+  values = flags.FlagValues()
+  define_model_flags(values, argv)
+  flags.DEFINE_list("levels", [str(x) for x in DEFAULT_LEVELS], "signal levels sqrt(alpha_bar)",
+                    flag_values=values)
+  flags.DEFINE_integer("clips", DEFAULT_CLIPS, "test clips", flag_values=values)
   parse_flags_or_exit(values, argv)
   config = values.config
   try:
-    checked = check_config(config, FAMILY)
-    cfg, params, section, source = load_for_sampling(config, checked, values.checkpoint,
-                                                     values.checkpoint)
-    diffusion = diffusion_from_config(section)
-    classify = classifier_classify(load_or_train_classifier(
-        values.classifier, config.data.mnist_source, config.data.get("mnist_path", "")))
-    reports = probe(config, cfg, params, diffusion, classify,
+    cfg, params, section, source, classify = load_model_and_classifier(
+        config, values.checkpoint, values.classifier)
+    reports = probe(config, cfg, params, diffusion_from_config(section), classify,
                     [float(x) for x in values.levels], values.clips)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
