@@ -19,6 +19,8 @@ def test_json_lines_writer_records_scalars_and_keeps_them_across_a_resume(tmp_pa
   path = str(tmp_path / "metrics.jsonl")
   writer = writers.JsonLinesWriter(path)
   writer.write_scalars(2, {"loss": 1.5, "lr": 1e-3})
+  # on disk at once: a run that crashes later keeps it
+  assert [json.loads(line) for line in open(path)] == [{"step": 2, "loss": 1.5, "lr": 1e-3}]
   writer.write_images(2, {"samples": [[0]]})  # named in the log, not recorded
   writer.flush()
   assert [json.loads(line) for line in open(path)] == [{"step": 2, "loss": 1.5, "lr": 1e-3}]

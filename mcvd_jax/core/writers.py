@@ -34,8 +34,9 @@ def tensorboard_available() -> bool:
 
 class JsonLinesWriter:
   """A metric writer without TensorFlow: scalars to the log and, on process 0, to `path` (JSON
-  lines, kept across resumed runs); images are named in the log (their files are the family's
-  media). The methods the loop and the families call of CLU's MetricWriter."""
+  lines, kept across resumed runs, the file rewritten at every write so that a crash keeps what
+  came before; remote paths cannot be appended to); images are named in the log (their files are
+  the family's media). The methods the loop and the families call of CLU's MetricWriter."""
 
   def __init__(self, path: str | None):
     self.path = path
@@ -48,6 +49,7 @@ class JsonLinesWriter:
     logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
     if self.path:
       self._lines.append(json.dumps({"step": int(step), **values}))
+      self.flush()
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     logging.info("[%d] images (TensorBoard needs tensorflow): %s", step,
