@@ -74,16 +74,15 @@ def turn_identity(dataset: Any, sample: Callable[[np.ndarray], np.ndarray], clas
                      f"{searched} test clips: raise data.max_speed or --clips")
   copy_last = lambda past: np.concatenate(  # noqa: E731
       [past, np.repeat(past[:, -1:], num_frames, axis=1)], axis=1)
-  real = lambda past, index=turning: clips[index]  # noqa: E731
   report = {}
   for name, index in (("turning", turning), ("straight", straight)):
-    group = {"clips": int(len(index)),
-             "model": block_identity(clips[index], _subset(tracks, index), sample, classify,
-                                     num_past)}
-    if name == "turning":
-      for bar, fn in (("real", real), ("copy_last", copy_last)):
-        group[bar] = block_identity(clips[index], _subset(tracks, index), fn, classify, num_past)
-    report[name] = group
+    group_clips, group_tracks = clips[index], _subset(tracks, index)
+    sources = {"model": sample}
+    if name == "turning":  # the bars: the real frames and copy-last of the same clips
+      sources.update(real=lambda past: group_clips, copy_last=copy_last)
+    report[name] = {"clips": int(len(index)), **{
+        source: block_identity(group_clips, group_tracks, fn, classify, num_past)
+        for source, fn in sources.items()}}
   return report
 
 
